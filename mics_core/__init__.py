@@ -1,0 +1,1 @@
+"""MICS Studio core: everything that is not UI, importable without Streamlit."""

@@ -1,0 +1,5 @@
+import sys
+
+from mics_core.cli import main
+
+sys.exit(main())

@@ -1,0 +1,149 @@
+"""`python -m mics_core ...`: the command line over the library's public functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mics_core.config import Settings
+
+SUBCOMMANDS_HELP = "Database URL: --db, else MICS_DB_URL, else sqlite:///data/mics.db."
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="URL", help="database URL (default: MICS_DB_URL or sqlite:///data/mics.db)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mics_core", description="MICS Studio command line.", epilog=SUBCOMMANDS_HELP
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", help="create or upgrade the database (and load the demo data)")
+    init.add_argument(
+        "--demo", action="store_true", help="if the database has no cases, generate and import the synthetic demo data"
+    )
+    init.add_argument("--pairs", type=int, default=600, help="demo pairs to generate (default 600)")
+    _add_db(init)
+
+    demo = commands.add_parser("demo", help="write a synthetic paired WLI/NBI dataset with a ground-truth manifest")
+    demo.add_argument("--out", type=Path, required=True, help="output folder")
+    demo.add_argument("--pairs", type=int, default=600, help="number of WLI/NBI pairs (default 600)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+
+    imp = commands.add_parser("import", help="import a manifest CSV, a folder or a zip")
+    imp.add_argument(
+        "source", type=Path, help="manifest.csv, folder (WLI/ + NBI/ or <class>_WLI/ + <class>_NBI/) or .zip"
+    )
+    imp.add_argument("--labels", type=Path, metavar="CSV", help="CSV with case_id,label to record as import labels")
+    imp.add_argument("--no-labels", action="store_true", help="import images only; ignore labels in the source")
+    imp.add_argument("--report", type=Path, metavar="CSV", help="also write the skipped items to this CSV")
+    _add_db(imp)
+
+    exp = commands.add_parser("export", help="export labels to CSV")
+    exp.add_argument("--out", type=Path, required=True, help="output CSV file")
+    exp.add_argument("--history", action="store_true", help="export every annotation row instead of one row per case")
+    _add_db(exp)
+
+    stats = commands.add_parser("stats", help="counts of cases, labels per class, modalities")
+    _add_db(stats)
+
+    classes = commands.add_parser("classes", help="show the class list, or add classes to it")
+    classes.add_argument("--add", nargs="+", metavar="NAME", help="class names to append")
+    _add_db(classes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env(getattr(args, "db", None))
+    handler = globals()[f"_cmd_{args.command}"]
+    try:
+        return handler(args, settings)
+    except UserFacingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+class UserFacingError(Exception):
+    """An error whose message is the whole story for the user."""
+
+
+def _cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.setup import ensure_database
+
+    summary = ensure_database(settings, demo_pairs=args.pairs if args.demo else 0)
+    print(summary)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.demo import generate
+
+    manifest = generate(args.out, pairs=args.pairs, seed=args.seed, size=args.size)
+    print(f"wrote {args.pairs} synthetic pairs and {manifest}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.db import init_db
+    from mics_core.ingest.importer import import_source
+    from mics_core.ingest.sources import SourceError
+
+    db = init_db(settings.db_url)
+    try:
+        report = import_source(args.source, db, settings, labels_csv=args.labels, use_labels=not args.no_labels)
+    except SourceError as err:
+        raise UserFacingError(str(err)) from None
+    for note in report.notes:
+        print(note)
+    for problem in report.problems:
+        print(f"skipped  {problem.case_id or '-'}  {problem.file or '-'}  {problem.reason}")
+    if args.report:
+        report.problems_frame().to_csv(args.report, index=False)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.db import init_db
+    from mics_core.export import export_csv
+
+    db = init_db(settings.db_url)
+    with db.session() as session:
+        rows = export_csv(session, args.out, history=args.history)
+    print(f"wrote {rows} rows to {args.out}")
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.db import init_db
+    from mics_core.stats import dataset_stats
+
+    with init_db(settings.db_url).session() as session:
+        stats = dataset_stats(session)
+    print(f"cases: {stats.cases}")
+    print(f"labelled: {stats.labelled}")
+    for name, count in stats.per_class.items():
+        print(f"  {name}: {count}")
+    print(f"WLI images: {stats.with_wli}")
+    print(f"NBI images: {stats.with_real_nbi} real, {stats.with_computed_nbi} computed (pseudo-NBI)")
+    return 0
+
+
+def _cmd_classes(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.db import init_db
+    from mics_core.labels import LabelError, add_classes, class_names
+
+    with init_db(settings.db_url).session() as session:
+        if args.add:
+            try:
+                added = add_classes(session, args.add)
+            except LabelError as err:
+                raise UserFacingError(str(err)) from None
+            print(f"added: {', '.join(added) or 'nothing new'}")
+        print("\n".join(class_names(session)) or "(no classes yet)")
+    return 0

@@ -1,0 +1,139 @@
+"""Label export to CSV: one row per case, or (`history=True`) every annotation row.
+
+Text cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or
+carriage return) are prefixed with a single quote, the OWASP-recommended guard.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased
+
+from mics_core.db.models import Annotation, Case, Image, ImportBatch, LabelClass, ModelVersion, Prediction, User
+from mics_core.labels import newest_annotation_ids
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+CASE_COLUMNS = [
+    "case_id",
+    "wli_file",
+    "nbi_file",
+    "nbi_computed",
+    "split",
+    "import_batch",
+    "label",
+    "labelled_by",
+    "labelled_at",
+    "n_annotations",
+    "predicted_label",
+    "probability",
+    "uncertainty",
+    "model_version",
+]
+HISTORY_COLUMNS = [
+    "annotation_id",
+    "case_id",
+    "label",
+    "user",
+    "created_at",
+    "source",
+    "note",
+    "suggestion_shown",
+    "model_version",
+]
+
+
+def neutralise(value: object) -> object:
+    """`value` made safe for a spreadsheet cell."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def cases_frame(session: Session) -> pd.DataFrame:
+    """One row per case with its current label and the active model's prediction."""
+    wli, nbi = aliased(Image), aliased(Image)
+    label_class, predicted_class = aliased(LabelClass), aliased(LabelClass)
+    newest = newest_annotation_ids().subquery()
+    counts = select(Annotation.case_id, func.count().label("n")).group_by(Annotation.case_id).subquery()
+    active = select(ModelVersion.id).where(ModelVersion.active).scalar_subquery()
+    query = (
+        select(
+            Case.case_key,
+            wli.original_name,
+            nbi.original_name,
+            nbi.computed,
+            Case.split,
+            ImportBatch.id,
+            label_class.name,
+            User.username,
+            Annotation.created_at,
+            func.coalesce(counts.c.n, 0),
+            predicted_class.name,
+            Prediction.probability,
+            Prediction.uncertainty,
+            Prediction.model_version_id,
+        )
+        .join(ImportBatch, Case.batch_id == ImportBatch.id)
+        .outerjoin(wli, Case.wli_image_id == wli.id)
+        .outerjoin(nbi, Case.nbi_image_id == nbi.id)
+        .outerjoin(newest, newest.c.case_id == Case.id)
+        .outerjoin(Annotation, Annotation.id == newest.c.annotation_id)
+        .outerjoin(label_class, Annotation.label_id == label_class.id)
+        .outerjoin(User, Annotation.user_id == User.id)
+        .outerjoin(counts, counts.c.case_id == Case.id)
+        .outerjoin(Prediction, (Prediction.case_id == Case.id) & (Prediction.model_version_id == active))
+        .outerjoin(predicted_class, Prediction.label_id == predicted_class.id)
+        .order_by(Case.id)
+    )
+    frame = pd.DataFrame(session.execute(query).all(), columns=CASE_COLUMNS)
+    frame["labelled_at"] = frame["labelled_at"].where(frame["label"].notna())
+    frame["labelled_by"] = frame["labelled_by"].where(frame["label"].notna())
+    return frame
+
+
+def history_frame(session: Session) -> pd.DataFrame:
+    """Every annotation row, oldest first."""
+    query = (
+        select(
+            Annotation.id,
+            Case.case_key,
+            LabelClass.name,
+            User.username,
+            Annotation.created_at,
+            Annotation.source,
+            Annotation.note,
+            Annotation.suggestion_shown,
+            Annotation.model_version_id,
+        )
+        .join(Case, Annotation.case_id == Case.id)
+        .outerjoin(LabelClass, Annotation.label_id == LabelClass.id)
+        .outerjoin(User, Annotation.user_id == User.id)
+        .order_by(Annotation.id)
+    )
+    return pd.DataFrame(session.execute(query).all(), columns=HISTORY_COLUMNS)
+
+
+def to_csv_bytes(frame: pd.DataFrame) -> bytes:
+    """The CSV a spreadsheet opens cleanly: UTF-8 with BOM, UTC ISO timestamps, guarded cells.
+
+    SQLite hands timestamps back without a zone; they are stored in UTC, so both
+    backends export the same text.
+    """
+    safe = frame.copy()
+    for column in safe.columns:
+        if column.endswith("_at"):
+            safe[column] = pd.to_datetime(safe[column], utc=True)
+        elif safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(neutralise)
+    return safe.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ").encode("utf-8-sig")
+
+
+def export_csv(session: Session, out: Path, history: bool = False) -> int:
+    """Write the export to `out`; return the number of rows."""
+    frame = history_frame(session) if history else cases_frame(session)
+    Path(out).write_bytes(to_csv_bytes(frame))
+    return len(frame)

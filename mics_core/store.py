@@ -1,0 +1,51 @@
+"""Content-addressed image files on disk.
+
+Files are named by their sha256, so storing the same bytes twice is a no-op, a crashed
+import leaves at most an unreferenced file (never a wrong one), and a GPU worker that
+mounts the same data root sees exactly what the app sees. The database stores paths
+relative to the data root; `resolve` refuses any path that would leave it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class UnsafePathError(ValueError):
+    """A stored path that points outside the data root."""
+
+
+class ImageStore:
+    def __init__(self, data_root: Path) -> None:
+        self.data_root = Path(data_root)
+
+    def put(self, data: bytes, kind: str, suffix: str) -> tuple[str, str]:
+        """Store `data` under `kind/` ("images" or "thumbs"); return (sha256, relative path)."""
+        digest = hashlib.sha256(data).hexdigest()
+        rel = f"store/{kind}/{digest[:2]}/{digest}{suffix}"
+        target = self.data_root / rel
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return digest, rel
+
+    def resolve(self, rel: str) -> Path:
+        """Absolute path of a stored file; raises if `rel` escapes the data root."""
+        root = self.data_root.resolve()
+        path = (root / rel).resolve()
+        if not path.is_relative_to(root):
+            raise UnsafePathError(f"stored path {rel!r} is outside the data root")
+        return path
+
+    def read(self, rel: str) -> bytes:
+        return self.resolve(rel).read_bytes()
