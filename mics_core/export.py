@@ -90,6 +90,7 @@ def cases_frame(session: Session) -> pd.DataFrame:
         .order_by(Case.id)
     )
     frame = pd.DataFrame(session.execute(query).all(), columns=CASE_COLUMNS)
+    frame = frame.astype({"import_batch": "Int64", "n_annotations": "Int64", "model_version": "Int64"})
     frame["labelled_at"] = frame["labelled_at"].where(frame["label"].notna())
     frame["labelled_by"] = frame["labelled_by"].where(frame["label"].notna())
     return frame
@@ -114,7 +115,8 @@ def history_frame(session: Session) -> pd.DataFrame:
         .outerjoin(User, Annotation.user_id == User.id)
         .order_by(Annotation.id)
     )
-    return pd.DataFrame(session.execute(query).all(), columns=HISTORY_COLUMNS)
+    frame = pd.DataFrame(session.execute(query).all(), columns=HISTORY_COLUMNS)
+    return frame.astype({"annotation_id": "Int64", "model_version": "Int64"})
 
 
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:

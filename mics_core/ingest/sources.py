@@ -67,11 +67,16 @@ def discover(root: Path) -> tuple[list[CaseSpec], list[Problem]]:
 
 
 def _descend_single_folder(root: Path) -> Path:
-    """A zip of a folder unpacks to one folder; look inside it."""
+    """A zip of a folder unpacks to one folder; look inside it (unless it is WLI/ itself)."""
     entries = [p for p in root.iterdir() if not _ignored(p)]
-    if len(entries) == 1 and entries[0].is_dir():
+    if len(entries) == 1 and entries[0].is_dir() and not _is_layout_folder(entries[0].name):
         return entries[0]
     return root
+
+
+def _is_layout_folder(name: str) -> bool:
+    name = name.lower()
+    return name in ("wli", "nbi") or name.endswith(("_wli", "_nbi"))
 
 
 def _ignored(path: Path) -> bool:

@@ -1,0 +1,96 @@
+"""`python -m mics_core`: real subprocesses against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import write_image
+from tests.ingest.test_importer import make_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, data_root: Path, db_url: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MICS_DATA_ROOT": str(data_root), "PYTHONPATH": str(ROOT)}
+    env.pop("MICS_DB_URL", None)
+    if db_url:
+        env["MICS_DB_URL"] = db_url
+    return subprocess.run(
+        [sys.executable, "-m", "mics_core", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=data_root.parent,
+        timeout=300,
+    )
+
+
+def test_help_lists_the_subcommands(tmp_path):
+    out = run("--help", data_root=tmp_path / "data").stdout
+    for command in ("demo", "import", "export", "stats", "init", "classes"):
+        assert command in out
+
+
+def test_demo_import_stats_export_round_trip(tmp_path, db_url):
+    data = tmp_path / "data"
+    demo = run("demo", "--out", str(tmp_path / "demo"), "--pairs", "8", "--size", "64", data_root=data)
+    assert demo.returncode == 0, demo.stderr
+    imported = run("import", str(tmp_path / "demo"), "--db", db_url, data_root=data)
+    assert imported.returncode == 0, imported.stderr
+    assert "8 new case(s) imported" in imported.stdout and "8 label(s) recorded" in imported.stdout
+    stats = run("stats", data_root=data, db_url=db_url)  # URL from MICS_DB_URL this time
+    assert "cases: 8" in stats.stdout and "labelled: 8" in stats.stdout and "8 real" in stats.stdout
+    exported = run("export", "--out", str(tmp_path / "labels.csv"), "--db", db_url, data_root=data)
+    assert exported.returncode == 0 and "wrote 8 rows" in exported.stdout
+    assert len(pd.read_csv(tmp_path / "labels.csv")) == 8
+    again = run("import", str(tmp_path / "demo" / "manifest.csv"), "--db", db_url, data_root=data)
+    assert again.returncode == 0 and "0 new case(s) imported, 8 already present" in again.stdout
+
+
+def test_import_exit_codes_and_report(tmp_path, db_url):
+    data = tmp_path / "data"
+    src = tmp_path / "src"
+    (src / "broken.png").parent.mkdir(parents=True)
+    (src / "broken.png").write_bytes(b"junk")
+    make_manifest(src, ["x,broken.png,,,"])
+    failed = run(
+        "import", str(src / "manifest.csv"), "--db", db_url, "--report", str(tmp_path / "r.csv"), data_root=data
+    )
+    assert failed.returncode == 1 and "skipped  x  broken.png" in failed.stdout
+    assert pd.read_csv(tmp_path / "r.csv").loc[0, "case_id"] == "x"
+    write_image(src / "good.png", 1)
+    make_manifest(src, ["x,broken.png,,,", "g,good.png,,,"])
+    partial = run("import", str(src / "manifest.csv"), "--db", db_url, data_root=data)
+    assert partial.returncode == 0 and "1 new case(s) imported" in partial.stdout
+    make_manifest(src, ["g"], header="nothing_useful")
+    refused = run("import", str(src / "manifest.csv"), "--db", db_url, data_root=data)
+    assert refused.returncode == 2 and "missing the column(s)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_database_url_defaults_to_sqlite_under_data(tmp_path):
+    (tmp_path / "work").mkdir()
+    result = run("stats", data_root=tmp_path / "work" / "data")
+    assert result.returncode == 0 and (tmp_path / "work" / "data" / "mics.db").exists()
+
+
+@pytest.mark.parametrize("args", [["init"], ["classes", "--add", "normal", "polyp"]])
+def test_init_and_classes(tmp_path, db_url, args):
+    result = run(*args, "--db", db_url, data_root=tmp_path / "data")
+    assert result.returncode == 0, result.stderr
+
+
+def test_init_with_demo_imports_the_demo_unlabelled_once(tmp_path):
+    data = tmp_path / "data"
+    first = run("init", "--demo", "--pairs", "8", data_root=data)
+    assert first.returncode == 0 and "8 new case(s) imported" in first.stdout
+    assert (data / "demo" / "manifest.csv").exists()
+    stats = run("stats", data_root=data).stdout
+    assert "cases: 8" in stats and "labelled: 0" in stats and "polyp: 0" in stats
+    assert "database ready: 8 case(s)" in run("init", "--demo", data_root=data).stdout

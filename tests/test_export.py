@@ -1,0 +1,99 @@
+"""Export: one row per case, full history, predictions, and the formula-injection guard."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from mics_core.db.models import Case, ModelVersion, Prediction, User
+from mics_core.export import export_csv, neutralise, to_csv_bytes
+from mics_core.ingest.importer import import_source
+from mics_core.labels import annotate, class_ids
+from tests.conftest import write_image
+from tests.ingest.test_importer import make_manifest
+
+
+@pytest.fixture
+def imported(tmp_path, db, settings):
+    src = tmp_path / "src"
+    for i in range(3):
+        write_image(src / f"w{i}.png", i)
+    make_manifest(src, ["a,w0.png,,polyp,", "=HYPERLINK(1),w1.png,,normal,", "c,w2.png,,,"])
+    import_source(src / "manifest.csv", db, settings)
+    return db
+
+
+def _read(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", dtype=str, keep_default_na=False)
+
+
+@pytest.mark.parametrize("cell", ["=1+1", "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+def test_formula_cells_are_neutralised(cell):
+    assert neutralise(cell) == "'" + cell
+
+
+def test_plain_cells_and_numbers_are_untouched():
+    assert neutralise("polyp") == "polyp" and neutralise(-3) == -3 and neutralise(None) is None
+
+
+def test_export_one_row_per_case_with_current_label(imported, tmp_path):
+    with imported.session() as session:
+        case_a = session.scalar(sa.select(Case.id).where(Case.case_key == "a"))
+        user = User(username="dr_lee", role="annotator")
+        session.add(user)
+        session.flush()
+        annotate(session, case_a, "normal", source="manual", user_id=user.id)
+        rows = export_csv(session, tmp_path / "out.csv")
+    frame = _read((tmp_path / "out.csv").read_bytes()).set_index("case_id")
+    assert rows == 3 and len(frame) == 3
+    assert frame.loc["a", "label"] == "normal" and frame.loc["a", "labelled_by"] == "dr_lee"
+    assert frame.loc["a", "n_annotations"] == "2"
+    assert frame.loc["a", "labelled_at"].endswith("Z")
+    assert frame.loc["c", "label"] == "" and frame.loc["c", "n_annotations"] == "0"
+    assert frame.loc["c", "nbi_computed"] == "True" and frame.loc["a", "wli_file"] == "w0.png"
+    assert "'=HYPERLINK(1)" in frame.index
+
+
+def test_export_includes_the_active_models_prediction(imported, tmp_path):
+    with imported.session() as session:
+        ids = class_ids(session)
+        cases = dict(session.execute(sa.select(Case.case_key, Case.id)).all())
+        old = ModelVersion(checkpoint_path="m1", active=False)
+        new = ModelVersion(checkpoint_path="m2", active=True)
+        session.add_all([old, new])
+        session.flush()
+        for version, prob in ((old, 0.5), (new, 0.9)):
+            session.add(
+                Prediction(
+                    model_version_id=version.id,
+                    case_id=cases["c"],
+                    label_id=ids["polyp"],
+                    probability=prob,
+                    margin=0.8,
+                    uncertainty=0.1,
+                    probs=[0.1, prob],
+                )
+            )
+        export_csv(session, tmp_path / "out.csv")
+        new_id = new.id
+    row = _read((tmp_path / "out.csv").read_bytes()).set_index("case_id").loc["c"]
+    assert row["predicted_label"] == "polyp" and float(row["probability"]) == 0.9
+    assert row["model_version"] == str(new_id)
+
+
+def test_history_exports_every_annotation_row(imported, tmp_path):
+    with imported.session() as session:
+        case_a = session.scalar(sa.select(Case.id).where(Case.case_key == "a"))
+        annotate(session, case_a, "normal", source="review-correct", note="-looks flat", suggestion_shown=True)
+        assert export_csv(session, tmp_path / "h.csv", history=True) == 3
+    frame = _read((tmp_path / "h.csv").read_bytes())
+    assert list(frame["source"]) == ["import", "import", "review-correct"]
+    assert frame.iloc[2]["note"] == "'-looks flat" and frame.iloc[2]["suggestion_shown"] == "True"
+
+
+def test_csv_is_utf8_with_bom_for_spreadsheets():
+    data = to_csv_bytes(pd.DataFrame({"case_id": ["é"]}))
+    assert data.startswith(b"\xef\xbb\xbf") and "é".encode() in data
