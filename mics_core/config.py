@@ -55,3 +55,86 @@ class Settings:
             max_unzipped_bytes=_env_int("MICS_MAX_UNZIPPED_BYTES", cls.max_unzipped_bytes),
             max_zip_entries=_env_int("MICS_MAX_ZIP_ENTRIES", cls.max_zip_entries),
         )
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that shapes a MICS model; stored in every checkpoint's JSON.
+
+    The CPU preset is sized by measurement on 2 cores (see README, "Learning core");
+    the GPU preset follows the paper (ViT encoders, 224 px, 6 fusion blocks).
+    """
+
+    backbone: str = "resnet18"
+    image_size: int = 128
+    weights: str | None = None  # a local timm-compatible weights file; nothing is downloaded
+    device: str = "cpu"
+    seed: int = 0
+    # stage 1: synergistic pre-training (paper / ALBEF defaults where stated)
+    pretrain_epochs: int = 10
+    pretrain_batch: int = 32
+    pretrain_lr: float = 3e-4
+    mask_ratio: float = 0.75
+    mask_patch: int = 16
+    temperature: float = 0.07
+    proj_dim: int = 256
+    queue_size: int = 1024
+    momentum: float = 0.995
+    w_consistency: float = 1.0
+    w_reconstruction: float = 10.0
+    w_adversarial: float = 0.1
+    w_aligned: float = 1.0
+    # stage 2: fusion fine-tuning on cached features
+    fusion_dim: int = 256
+    fusion_blocks: int = 2
+    fusion_heads: int = 4
+    finetune_epochs: int = 60
+    finetune_batch: int = 32
+    finetune_lr: float = 1e-3
+    shift: bool = True
+    shift_atoms: int = 32
+    semi_supervised: bool = True
+    pseudo_threshold: float = 0.8
+    w_unlabelled: float = 0.5
+    modality_dropout: float = 0.15
+    kl_weight: float = 0.1
+    calibration_fraction: float = 0.2
+
+    @classmethod
+    def preset(cls, name: str, **overrides: object) -> TrainSettings:
+        """`cpu` (the default) or `gpu`, with any field overridden."""
+        presets: dict[str, dict[str, object]] = {
+            "cpu": {},
+            "gpu": {
+                "backbone": "vit_small_patch16_224",
+                "image_size": 224,
+                "device": "cuda",
+                "pretrain_epochs": 100,
+                "pretrain_batch": 64,
+                "fusion_blocks": 6,
+                "fusion_dim": 384,
+                "fusion_heads": 6,
+                "queue_size": 8192,
+            },
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; use one of {', '.join(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> TrainSettings:
+        """The preset named by MICS_PRESET with MICS_BACKBONE, MICS_IMAGE_SIZE, MICS_PRETRAIN_EPOCHS,
+        MICS_FINETUNE_EPOCHS and MICS_DEVICE applied, then `overrides`."""
+        env: dict[str, object] = {}
+        for field_name, cast in (
+            ("backbone", str),
+            ("image_size", int),
+            ("pretrain_epochs", int),
+            ("finetune_epochs", int),
+            ("device", str),
+            ("weights", str),
+        ):
+            raw = os.environ.get(f"MICS_{field_name.upper()}")
+            if raw:
+                env[field_name] = cast(raw)
+        return cls.preset(os.environ.get("MICS_PRESET", "cpu"), **{**env, **overrides})

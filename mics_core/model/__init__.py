@@ -1,0 +1,1 @@
+"""MICS model parts: encoders, pre-training losses, fusion, shift dictionary, evidential heads."""
