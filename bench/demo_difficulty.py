@@ -6,7 +6,7 @@ of the training pairs of a generated dataset, with the same number of optimiser 
 and prints held-out accuracy for each, mean ± std over seeds. The demo is doing its job
 when 5 % is clearly below 100 % and 100 % is well above chance.
 
-    python -m bench.demo_difficulty [--pairs 1000] [--seeds 3] [--steps 400]
+    python -m bench.demo_difficulty [--pairs 1000] [--seeds 2] [--steps 2000]
 """
 
 from __future__ import annotations
@@ -81,11 +81,11 @@ def train_eval(x_train, y_train, x_test, y_test, steps: int, seed: int, lr: floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=1000)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--data", type=Path, help="reuse a dataset made by `python -m mics_core demo`")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-3)
     args = parser.parse_args()
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:

@@ -51,6 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="counts of cases, labels per class, modalities")
     _add_db(stats)
 
+    bench = commands.add_parser("bench", help="benchmark MICS against baselines on a labelled manifest")
+    bench.add_argument(
+        "--data", type=Path, required=True, metavar="MANIFEST.csv", help="an import manifest with labels"
+    )
+    bench.add_argument("--labeled-fraction", type=float, default=0.05, help="share of non-test cases labelled")
+    bench.add_argument("--seeds", type=int, default=3, help="number of seeds (splits) to average over")
+    bench.add_argument("--budget-minutes", type=float, help="cap each seed's end-to-end baselines to this time")
+    bench.add_argument("--json", type=Path, metavar="OUT.json", help="also write the summary as JSON")
+    bench.add_argument("--methods", nargs="+", default=None, help="a subset of the methods")
+    bench.add_argument("--preset", default=None, help="cpu or gpu settings (default MICS_PRESET or cpu)")
+    bench.add_argument("--pretrain-epochs", type=int, help="override the preset's pre-training epochs")
+    bench.add_argument("--finetune-epochs", type=int, help="override the preset's fine-tuning epochs")
+    bench.add_argument("--backbone", help="override the preset's backbone")
+    bench.add_argument("--image-size", type=int, help="override the preset's image size")
+
     classes = commands.add_parser("classes", help="show the class list, or add classes to it")
     classes.add_argument("--add", nargs="+", metavar="NAME", help="class names to append")
     _add_db(classes)
@@ -131,6 +146,44 @@ def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {name}: {count}")
     print(f"WLI images: {stats.with_wli}")
     print(f"NBI images: {stats.with_real_nbi} real, {stats.with_computed_nbi} computed (pseudo-NBI)")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from mics_core.bench import METHODS, format_table, run_benchmark, summarise, write_json
+    from mics_core.config import TrainSettings
+
+    overrides = {
+        k: v
+        for k, v in {
+            "pretrain_epochs": args.pretrain_epochs,
+            "finetune_epochs": args.finetune_epochs,
+            "backbone": args.backbone,
+            "image_size": args.image_size,
+        }.items()
+        if v is not None
+    }
+    if args.preset:
+        os.environ["MICS_PRESET"] = args.preset
+    try:
+        train = TrainSettings.from_env(**overrides)
+    except ValueError as err:
+        raise UserFacingError(str(err)) from None
+    methods = tuple(args.methods or METHODS)
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise UserFacingError(f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
+    print(
+        f"settings: {train.backbone} at {train.image_size} px, pre-train {train.pretrain_epochs} epochs, "
+        f"fine-tune {train.finetune_epochs} epochs, device {train.device}"
+    )
+    rows = run_benchmark(args.data, args.labeled_fraction, args.seeds, train, methods, args.budget_minutes)
+    summary = summarise(rows)
+    print(format_table(summary))
+    if args.json:
+        write_json(summary, args.json)
     return 0
 
 

@@ -65,7 +65,7 @@ class TrainSettings:
     the GPU preset follows the paper (ViT encoders, 224 px, 6 fusion blocks).
     """
 
-    backbone: str = "resnet18"
+    backbone: str = "mobilenetv3_small_100"
     image_size: int = 128
     weights: str | None = None  # a local timm-compatible weights file; nothing is downloaded
     device: str = "cpu"
@@ -90,7 +90,7 @@ class TrainSettings:
     fusion_heads: int = 4
     finetune_epochs: int = 60
     finetune_batch: int = 32
-    finetune_lr: float = 1e-3
+    finetune_lr: float = 2e-3
     shift: bool = True
     shift_atoms: int = 32
     semi_supervised: bool = True

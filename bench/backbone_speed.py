@@ -1,0 +1,67 @@
+"""Which backbone and image size fit a laptop? Times one pre-training step (all four
+losses, both encoders, batch 32) and frozen-feature extraction per pair, per candidate.
+
+    python -m bench.backbone_speed [--candidates resnet18:128 resnet10t:128 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from mics_core.config import TrainSettings
+from mics_core.model.backbones import normalise
+from mics_core.model.pretraining import SynergisticPretrainer
+from mics_core.train.features import build_encoders, encode_pairs
+
+DEFAULT = ["resnet18:128", "resnet10t:128", "resnet18:96", "mobilenetv3_small_100:128", "efficientnet_b0:128"]
+
+
+def time_candidate(backbone: str, size: int, batch: int = 32, steps: int = 3) -> tuple[float, float, float]:
+    settings = TrainSettings(backbone=backbone, image_size=size, pretrain_batch=batch)
+    torch.manual_seed(0)
+    model = SynergisticPretrainer(settings)
+    optimiser = torch.optim.AdamW(model.generator_parameters(), lr=1e-4)
+    images = torch.randint(0, 255, (batch, 2, 3, size, size), dtype=torch.uint8)
+    wli, nbi = normalise(images[:, 0]), normalise(images[:, 1])
+    timings = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        losses, recon, real = model.losses(wli, nbi)
+        optimiser.zero_grad()
+        model.total(losses).backward()
+        optimiser.step()
+        model.discriminator_loss(recon, real).backward()
+        model.after_step()
+        timings.append(time.perf_counter() - start)
+    step = sorted(timings[1:])[len(timings[1:]) // 2]
+    encoders = build_encoders(None, settings)
+    start = time.perf_counter()
+    encode_pairs(encoders, torch.randint(0, 255, (64, 2, 3, size, size), dtype=torch.uint8), torch.device("cpu"))
+    per_pair = (time.perf_counter() - start) / 64
+    params = sum(p.numel() for p in encoders["wli"].parameters()) / 1e6
+    return step, per_pair, params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--candidates", nargs="+", default=DEFAULT, help="backbone:size pairs")
+    parser.add_argument("--pairs", type=int, default=600, help="dataset size for the per-epoch estimate")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        "| backbone | size | params/encoder (M) | pre-train step, batch 32 (s) | epoch of "
+        f"{args.pairs} pairs (s) | feature extraction (ms/pair) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for candidate in args.candidates:
+        name, size = candidate.split(":")
+        step, per_pair, params = time_candidate(name, int(size))
+        epoch = step * args.pairs / 32
+        print(f"| {name} | {size} | {params:.1f} | {step:.2f} | {epoch:.0f} | {per_pair * 1000:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The benchmark's end-to-end baselines, trained on images (not cached features).
+
+- `supervised`: WLI and NBI encoders from scratch on the labelled pairs only, late fusion
+  (mean of the two heads' logits);
+- `fixmatch_wli`: FixMatch (Sohn et al., 2020) on WLI only: pseudo-labels from a weak
+  view above a 0.95 confidence threshold teach the strong view of unlabelled images.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mics_core.config import TrainSettings
+from mics_core.data import augment
+from mics_core.model.backbones import create_encoder, normalise
+from mics_core.train.devices import resolve_device, seed_everything
+
+
+class ImageClassifier(nn.Module):
+    def __init__(self, settings: TrainSettings, n_classes: int) -> None:
+        super().__init__()
+        self.encoder = create_encoder(settings.backbone, settings.image_size, settings.weights)
+        self.head = nn.Linear(self.encoder.dim, n_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(normalise(images)).mean(1))
+
+
+def strong_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Weak geometry plus colour jitter and a cut-out square (FixMatch's strong view, simplified)."""
+    images = augment(batch, generator)
+    n = len(images)
+    gain = torch.empty(n, 3, 1, 1).uniform_(0.7, 1.3, generator=generator)
+    bias = torch.empty(n, 1, 1, 1).uniform_(-30, 30, generator=generator)
+    images = (images * gain + bias).clamp(0, 255)
+    size = images.shape[-1]
+    side = size // 3
+    for i in range(n):
+        top, left = (int(torch.randint(size - side, (1,), generator=generator)) for _ in range(2))
+        images[i, :, top : top + side, left : left + side] = 127
+    return images
+
+
+def _steps(settings: TrainSettings) -> int:
+    return settings.finetune_epochs * 10
+
+
+def train_supervised(
+    images: torch.Tensor, labels: torch.Tensor, n_classes: int, settings: TrainSettings, time_limit: float | None = None
+) -> nn.ModuleList:
+    """Two image classifiers (WLI, NBI) trained from scratch on labelled pairs (N, 2, 3, H, W)."""
+    device = resolve_device(settings.device)
+    generator = seed_everything(settings.seed)
+    models = nn.ModuleList([ImageClassifier(settings, n_classes) for _ in range(2)]).to(device).train()
+    optimiser = torch.optim.AdamW(models.parameters(), lr=settings.pretrain_lr * 3, weight_decay=0.05)
+    start = time.perf_counter()
+    batch = min(settings.finetune_batch, len(images))
+    for _ in range(_steps(settings)):
+        idx = torch.randint(len(images), (batch,), generator=generator)
+        y = labels[idx].to(device)
+        loss = sum(F.cross_entropy(models[m](augment(images[idx, m], generator).to(device)), y) for m in range(2))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if time_limit is not None and time.perf_counter() - start > time_limit:
+            break
+    return models.eval()
+
+
+def train_fixmatch(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    unlabelled: torch.Tensor,
+    n_classes: int,
+    settings: TrainSettings,
+    threshold: float = 0.95,
+    ratio: int = 2,
+    time_limit: float | None = None,
+) -> ImageClassifier:
+    """A WLI classifier trained with FixMatch; `images` and `unlabelled` are (N, 3, H, W) uint8."""
+    device = resolve_device(settings.device)
+    generator = seed_everything(settings.seed)
+    model = ImageClassifier(settings, n_classes).to(device).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.pretrain_lr * 3, weight_decay=0.05)
+    start = time.perf_counter()
+    batch = min(settings.finetune_batch, len(images))
+    for _ in range(_steps(settings)):
+        idx = torch.randint(len(images), (batch,), generator=generator)
+        loss = F.cross_entropy(model(augment(images[idx], generator).to(device)), labels[idx].to(device))
+        if len(unlabelled):
+            u_idx = torch.randint(len(unlabelled), (batch * ratio,), generator=generator)
+            with torch.no_grad():
+                weak = F.softmax(model(augment(unlabelled[u_idx], generator).to(device)), 1)
+            confidence, pseudo = weak.max(1)
+            strong = model(strong_augment(unlabelled[u_idx], generator).to(device))
+            loss = loss + (F.cross_entropy(strong, pseudo, reduction="none") * (confidence >= threshold)).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if time_limit is not None and time.perf_counter() - start > time_limit:
+            break
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_images(models: list[nn.Module], images: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Softmax of the mean logits of `models[i]` applied to `images[i]` (late fusion)."""
+    out = []
+    for start in range(0, len(images[0]), 128):
+        logits = [m(x[start : start + 128].float().to(device)) for m, x in zip(models, images, strict=True)]
+        out.append(F.softmax(torch.stack(logits).mean(0), 1).cpu())
+    return torch.cat(out)

@@ -1,0 +1,76 @@
+"""The stage-1 loop: synergistic pre-training of both encoders on all pairs, no labels."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from mics_core.config import TrainSettings
+from mics_core.data import augment
+from mics_core.model.backbones import normalise
+from mics_core.model.pretraining import SynergisticPretrainer
+from mics_core.train.devices import autocast, resolve_device, seed_everything
+from mics_core.train.progress import SILENT, Reporter
+
+
+@dataclass
+class Pretrained:
+    """The encoders' weights after stage 1 and the loss history (one dict per step)."""
+
+    state: dict[str, torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def pretrain(images: torch.Tensor, settings: TrainSettings, reporter: Reporter = SILENT) -> Pretrained:
+    """Pre-train on `images` (N, 2, 3, H, W) uint8 pairs; returns the two encoders' state dict.
+
+    Raises:
+        ValueError: fewer than two pairs (contrastive losses need negatives).
+    """
+    if len(images) < 2:
+        raise ValueError("pre-training needs at least two image pairs")
+    start = time.perf_counter()
+    device = resolve_device(settings.device)
+    generator = seed_everything(settings.seed)
+    model = SynergisticPretrainer(settings).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimiser = torch.optim.AdamW(model.generator_parameters(), lr=settings.pretrain_lr, weight_decay=0.05)
+    d_optimiser = torch.optim.AdamW(model.discriminator.parameters(), lr=settings.pretrain_lr, betas=(0.5, 0.999))
+    batch = min(settings.pretrain_batch, len(images))
+    per_epoch = max(1, len(images) // batch)
+    total = settings.pretrain_epochs * per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, total))))
+    history: list[dict[str, float]] = []
+    model.train()
+    step = 0
+    for _ in range(settings.pretrain_epochs):
+        order = torch.randperm(len(images), generator=generator)
+        for b in range(per_epoch):
+            idx = order[b * batch : (b + 1) * batch]
+            wli = normalise(augment(images[idx, 0], generator).to(device))
+            nbi = normalise(augment(images[idx, 1], generator).to(device))
+            with autocast(device):
+                losses, recon, real = model.losses(wli, nbi, generator)
+                loss = model.total(losses)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            with autocast(device):
+                d_loss = model.discriminator_loss(recon.float(), real)
+            d_optimiser.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_optimiser.step()
+            model.after_step()
+            step += 1
+            record = {name: value.item() for name, value in losses.items()}
+            record |= {"total": loss.item(), "discriminator": d_loss.item()}
+            history.append(record)
+            reporter.step("pretrain", step, total, record)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.encoders.state_dict().items()}
+    return Pretrained(state, history, time.perf_counter() - start)
