@@ -10,8 +10,8 @@ PORT ?= 8501
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import torch, streamlit, timm, sqlalchemy, alembic, umap" 
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -c "import torch, streamlit, timm, sqlalchemy, alembic, umap"
 	touch $(STAMP)
 
 setup: $(STAMP)

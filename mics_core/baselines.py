@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,30 +46,45 @@ def strong_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return images
 
 
-def _steps(settings: TrainSettings) -> int:
-    return settings.finetune_epochs * 10
+def _fit(
+    model: nn.Module,
+    settings: TrainSettings,
+    n_labelled: int,
+    time_limit: float | None,
+    step_loss: Callable[[torch.Tensor, torch.Generator, torch.device], torch.Tensor],
+) -> nn.Module:
+    """The one optimiser loop of the baselines; each baseline only says how a batch's loss is made.
+
+    Runs five steps per fine-tuning epoch (300 by default), or until `time_limit` seconds.
+    """
+    device = resolve_device(settings.device)
+    generator = seed_everything(settings.seed)
+    model = model.to(device).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.pretrain_lr * 3, weight_decay=0.05)
+    batch = min(settings.finetune_batch, n_labelled)
+    start = time.perf_counter()
+    for _ in range(settings.finetune_epochs * 5):
+        loss = step_loss(torch.randint(n_labelled, (batch,), generator=generator), generator, device)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if time_limit is not None and time.perf_counter() - start > time_limit:
+            break
+    return model.eval()
 
 
 def train_supervised(
     images: torch.Tensor, labels: torch.Tensor, n_classes: int, settings: TrainSettings, time_limit: float | None = None
 ) -> nn.ModuleList:
     """Two image classifiers (WLI, NBI) trained from scratch on labelled pairs (N, 2, 3, H, W)."""
-    device = resolve_device(settings.device)
-    generator = seed_everything(settings.seed)
-    models = nn.ModuleList([ImageClassifier(settings, n_classes) for _ in range(2)]).to(device).train()
-    optimiser = torch.optim.AdamW(models.parameters(), lr=settings.pretrain_lr * 3, weight_decay=0.05)
-    start = time.perf_counter()
-    batch = min(settings.finetune_batch, len(images))
-    for _ in range(_steps(settings)):
-        idx = torch.randint(len(images), (batch,), generator=generator)
+    seed_everything(settings.seed)
+    models = nn.ModuleList([ImageClassifier(settings, n_classes) for _ in range(2)])
+
+    def step_loss(idx: torch.Tensor, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         y = labels[idx].to(device)
-        loss = sum(F.cross_entropy(models[m](augment(images[idx, m], generator).to(device)), y) for m in range(2))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        if time_limit is not None and time.perf_counter() - start > time_limit:
-            break
-    return models.eval()
+        return sum(F.cross_entropy(models[m](augment(images[idx, m], generator).to(device)), y) for m in range(2))
+
+    return _fit(models, settings, len(images), time_limit, step_loss)
 
 
 def train_fixmatch(
@@ -82,28 +98,20 @@ def train_fixmatch(
     time_limit: float | None = None,
 ) -> ImageClassifier:
     """A WLI classifier trained with FixMatch; `images` and `unlabelled` are (N, 3, H, W) uint8."""
-    device = resolve_device(settings.device)
-    generator = seed_everything(settings.seed)
-    model = ImageClassifier(settings, n_classes).to(device).train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.pretrain_lr * 3, weight_decay=0.05)
-    start = time.perf_counter()
-    batch = min(settings.finetune_batch, len(images))
-    for _ in range(_steps(settings)):
-        idx = torch.randint(len(images), (batch,), generator=generator)
+    seed_everything(settings.seed)
+    model = ImageClassifier(settings, n_classes)
+
+    def step_loss(idx: torch.Tensor, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         loss = F.cross_entropy(model(augment(images[idx], generator).to(device)), labels[idx].to(device))
         if len(unlabelled):
-            u_idx = torch.randint(len(unlabelled), (batch * ratio,), generator=generator)
+            u_idx = torch.randint(len(unlabelled), (len(idx) * ratio,), generator=generator)
             with torch.no_grad():
-                weak = F.softmax(model(augment(unlabelled[u_idx], generator).to(device)), 1)
-            confidence, pseudo = weak.max(1)
+                confidence, pseudo = F.softmax(model(augment(unlabelled[u_idx], generator).to(device)), 1).max(1)
             strong = model(strong_augment(unlabelled[u_idx], generator).to(device))
             loss = loss + (F.cross_entropy(strong, pseudo, reduction="none") * (confidence >= threshold)).mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        if time_limit is not None and time.perf_counter() - start > time_limit:
-            break
-    return model.eval()
+        return loss
+
+    return _fit(model, settings, len(images), time_limit, step_loss)
 
 
 @torch.no_grad()

@@ -57,9 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--labeled-fraction", type=float, default=0.05, help="share of non-test cases labelled")
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds (splits) to average over")
-    bench.add_argument("--budget-minutes", type=float, help="cap each seed's end-to-end baselines to this time")
+    bench.add_argument(
+        "--budget-minutes", type=float, help="cap each end-to-end baseline's training (per seed) at this many minutes"
+    )
     bench.add_argument("--json", type=Path, metavar="OUT.json", help="also write the summary as JSON")
     bench.add_argument("--methods", nargs="+", default=None, help="a subset of the methods")
+    bench.add_argument("--cache", type=Path, help="keep pre-trained encoders and features here between runs")
     bench.add_argument("--preset", default=None, help="cpu or gpu settings (default MICS_PRESET or cpu)")
     bench.add_argument("--pretrain-epochs", type=int, help="override the preset's pre-training epochs")
     bench.add_argument("--finetune-epochs", type=int, help="override the preset's fine-tuning epochs")
@@ -179,7 +182,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         f"settings: {train.backbone} at {train.image_size} px, pre-train {train.pretrain_epochs} epochs, "
         f"fine-tune {train.finetune_epochs} epochs, device {train.device}"
     )
-    rows = run_benchmark(args.data, args.labeled_fraction, args.seeds, train, methods, args.budget_minutes)
+    rows = run_benchmark(args.data, args.labeled_fraction, args.seeds, train, methods, args.budget_minutes, args.cache)
     summary = summarise(rows)
     print(format_table(summary))
     if args.json:
