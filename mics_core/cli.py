@@ -69,6 +69,38 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backbone", help="override the preset's backbone")
     bench.add_argument("--image-size", type=int, help="override the preset's image size")
 
+    worker = commands.add_parser("worker", help="claim queued jobs and run them")
+    worker.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    worker.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    _add_db(worker)
+
+    retrain = commands.add_parser("retrain", help="ask for a retrain (starts a local worker when none is alive)")
+    retrain.add_argument("--wait", action="store_true", help="show progress until it ends; non-zero exit if it failed")
+    retrain.add_argument("--device", default="cpu", help="device for a local worker started here")
+    for flag, kind in (
+        ("--backbone", str),
+        ("--image-size", int),
+        ("--pretrain-epochs", int),
+        ("--finetune-epochs", int),
+    ):
+        retrain.add_argument(flag, type=kind, help=f"override MICS_{flag[2:].upper().replace('-', '_')}")
+    _add_db(retrain)
+
+    jobs = commands.add_parser("jobs", help="list jobs with status and progress")
+    jobs.add_argument("--limit", type=int, default=20)
+    _add_db(jobs)
+
+    cancel = commands.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job_id", type=int)
+    _add_db(cancel)
+
+    models = commands.add_parser("models", help="list model versions")
+    _add_db(models)
+
+    activate = commands.add_parser("activate", help="make a model version the active one (roll back)")
+    activate.add_argument("version_id", type=int)
+    _add_db(activate)
+
     classes = commands.add_parser("classes", help="show the class list, or add classes to it")
     classes.add_argument("--add", nargs="+", metavar="NAME", help="class names to append")
     _add_db(classes)
@@ -187,6 +219,117 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     print(format_table(summary))
     if args.json:
         write_json(summary, args.json)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.jobs.worker import run_worker
+
+    run_worker(settings, device=args.device, once=args.once, log=lambda line: print(line, flush=True))
+    return 0
+
+
+def _job_line(job) -> str:
+    progress = f"{job.phase or '-'} {job.step}/{job.total}" if job.total else (job.phase or "-")
+    eta = f" eta {job.eta_seconds:.0f}s" if job.eta_seconds and job.status == "running" else ""
+    loss = f" loss {job.loss:.4f}" if job.loss is not None else ""
+    return f"{job.id:>5}  {job.kind:<9} {job.status:<10} {progress}{loss}{eta}" + (
+        f"  error: {job.error}" if job.error else ""
+    )
+
+
+def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from mics_core.db import init_db
+    from mics_core.db.models import Job
+    from mics_core.jobs.queue import request_retrain
+    from mics_core.jobs.worker import ensure_local_worker
+
+    params = {
+        k: v
+        for k, v in {
+            "backbone": args.backbone,
+            "image_size": args.image_size,
+            "pretrain_epochs": args.pretrain_epochs,
+            "finetune_epochs": args.finetune_epochs,
+        }.items()
+        if v is not None
+    }
+    db = init_db(settings.db_url)
+    with db.session() as session:
+        job_id = request_retrain(session, params).id
+    pid = ensure_local_worker(settings, args.device)
+    print(f"retrain job {job_id} queued" + (f"; started a local worker (pid {pid})" if pid else ""))
+    if not args.wait:
+        return 0
+    last = ""
+    while True:
+        with db.session() as session:
+            job = session.get(Job, job_id)
+            line = _job_line(job)
+            status = job.status
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if status in ("succeeded", "failed", "cancelled"):
+            return 0 if status == "succeeded" else 1
+        time.sleep(1)
+
+
+def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import select
+
+    from mics_core.db import init_db
+    from mics_core.db.models import Job
+
+    with init_db(settings.db_url).session() as session:
+        jobs = session.scalars(select(Job).order_by(Job.id.desc()).limit(args.limit)).all()
+        print("\n".join(_job_line(job) for job in jobs) or "no jobs yet")
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.db import init_db
+    from mics_core.jobs.queue import JobError, cancel
+
+    with init_db(settings.db_url).session() as session:
+        try:
+            job = cancel(session, args.job_id)
+        except JobError as err:
+            raise UserFacingError(str(err)) from None
+        print(f"job {job.id}: " + ("cancelled" if job.status == "cancelled" else "will stop at its next step"))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.db import init_db
+    from mics_core.registry import versions
+
+    with init_db(settings.db_url).session() as session:
+        rows = versions(session)
+        for v in rows:
+            accuracy = v.metrics.get("accuracy")
+            held_out = f"{accuracy:.3f}" if accuracy is not None else "n/a"
+            print(
+                f"{'*' if v.active else ' '} {v.id:>4}  {v.created_at:%Y-%m-%d %H:%M}  labels {v.n_labels:>5}  "
+                f"held-out accuracy {held_out}  {v.settings.get('backbone')}"
+            )
+        if not rows:
+            print("no model versions yet: run `python -m mics_core retrain`")
+    return 0
+
+
+def _cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.db import init_db
+    from mics_core.registry import RegistryError, activate
+
+    with init_db(settings.db_url).session() as session:
+        try:
+            activate(session, args.version_id)
+        except RegistryError as err:
+            raise UserFacingError(str(err)) from None
+    print(f"model version {args.version_id} is now active")
     return 0
 
 

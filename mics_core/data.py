@@ -76,6 +76,39 @@ def records_from_manifest(manifest: Path, classes: list[str] | None = None) -> t
     return records, classes
 
 
+def records_from_db(session, store, upto: int | None = None) -> tuple[list[PairRecord], list[int], list[str]]:
+    """Every case as a record with its current label (as of annotation id `upto`), the case
+    ids in the same order, and the class list. Paths come from the content-addressed store."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import aliased
+
+    from mics_core.db.models import Case, Image
+    from mics_core.labels import class_ids, class_names, current_labels
+
+    names = class_names(session)
+    index = {class_id: names.index(name) for name, class_id in class_ids(session).items()}
+    labels = current_labels(session, upto)
+    wli, nbi = aliased(Image), aliased(Image)
+    rows = session.execute(
+        select(Case.id, Case.case_key, wli.path, wli.sha256, nbi.path, nbi.sha256, nbi.computed)
+        .join(wli, Case.wli_image_id == wli.id)
+        .outerjoin(nbi, Case.nbi_image_id == nbi.id)
+        .order_by(Case.id)
+    ).all()
+    records = [
+        PairRecord(
+            key=key,
+            wli=store.resolve(wli_path),
+            nbi=store.resolve(nbi_path) if nbi_path else None,
+            content=wli_sha[:32] + (nbi_sha or "")[:32],
+            label=index[labels[case_id]] if case_id in labels else -1,
+            nbi_computed=bool(computed),
+        )
+        for case_id, key, wli_path, wli_sha, nbi_path, nbi_sha, computed in rows
+    ]
+    return records, [row[0] for row in rows], names
+
+
 def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Geometry that endoscopy does not care about: random 90° turns and flips, per image, plus
     a random resized crop (scale 0.6–1). Works on (B, 3, H, W) of any dtype."""
@@ -93,3 +126,20 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             torch.nn.functional.interpolate(crop[None], size=(size, size), mode="bilinear", align_corners=False)[0]
         )
     return torch.stack(out)
+
+
+def jitter_colour(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random brightness, contrast and saturation per image (float 0–255 in and out).
+
+    Without it the two views of a pair can be matched by their shared global colour and
+    light — nuisance — instead of by what is in the image (SimCLR's key augmentation).
+    """
+    n = len(batch)
+    brightness, contrast, saturation = (
+        torch.empty(n, 1, 1, 1).uniform_(0.6, 1.4, generator=generator) for _ in range(3)
+    )
+    grey = batch.mean(1, keepdim=True)
+    images = grey + (batch - grey) * saturation
+    mean = images.mean((1, 2, 3), keepdim=True)
+    images = mean + (images - mean) * contrast
+    return (images * brightness).clamp(0, 255)

@@ -209,3 +209,16 @@ class Prediction(Base):
     umap_x: Mapped[float | None] = mapped_column(Float)
     umap_y: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Worker(Base):
+    """A worker process; alive while its heartbeat is recent (the app starts one when none is)."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))

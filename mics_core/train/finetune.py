@@ -2,7 +2,7 @@
 
 Labelled pairs train the fusion encoder and the three evidential heads (WLI, NBI, fused);
 with `shift` on, the fused head also sees z_f ⊕ s_w and z_f ⊕ s_n. With `semi_supervised`
-on, after a warm-up, unlabelled pairs whose combined prediction is confident (≥ the
+on, after a warm-up (and every fifth epoch after it), unlabelled pairs whose combined prediction is confident (≥ the
 threshold) and on which the WLI and NBI heads agree join as pseudo-labelled pairs, seen
 through a stronger view (noise and modality dropout). A stratified share of the labelled
 pairs is held out to fit the temperature and to report held-out metrics.
@@ -106,7 +106,7 @@ def finetune(
     step = 0
     for epoch in range(settings.finetune_epochs):
         kl = settings.kl_weight * min(1.0, epoch / 10)
-        if settings.semi_supervised and epoch >= warmup and len(unlabelled_idx):
+        if settings.semi_supervised and epoch >= warmup and (epoch - warmup) % 5 == 0 and len(unlabelled_idx):
             pseudo_idx, pseudo_y = _pseudo_labels(model, tokens, unlabelled_idx, settings.pseudo_threshold)
             model.train()
         for _ in range(per_epoch):

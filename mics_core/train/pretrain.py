@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mics_core.config import TrainSettings
-from mics_core.data import augment
+from mics_core.data import augment, jitter_colour
 from mics_core.model.backbones import normalise
 from mics_core.model.pretraining import SynergisticPretrainer
 from mics_core.train.devices import autocast, resolve_device, seed_everything
@@ -52,8 +52,8 @@ def pretrain(images: torch.Tensor, settings: TrainSettings, reporter: Reporter =
         order = torch.randperm(len(images), generator=generator)
         for b in range(per_epoch):
             idx = order[b * batch : (b + 1) * batch]
-            wli = normalise(augment(images[idx, 0], generator).to(device))
-            nbi = normalise(augment(images[idx, 1], generator).to(device))
+            wli = normalise(jitter_colour(augment(images[idx, 0], generator), generator).to(device))
+            nbi = normalise(jitter_colour(augment(images[idx, 1], generator), generator).to(device))
             with autocast(device):
                 losses, recon, real = model.losses(wli, nbi, generator)
                 loss = model.total(losses)

@@ -1,0 +1,1 @@
+"""Durable training jobs: a job's whole state is its database row."""

@@ -1,0 +1,175 @@
+"""The worker: claims queued jobs and runs them, writing progress back to the job row.
+
+`python -m mics_core worker` on any host that sees the database and the data root (the
+image store) is a worker; the app starts a local one when none is alive. A heartbeat
+thread keeps the worker's and its job's heartbeat fresh even during a long step; a
+worker killed outright stops heart-beating and its job is re-queued once, then failed,
+by whichever worker or app next looks (`reap_stale`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, select
+
+from mics_core.config import Settings, TrainSettings
+from mics_core.db import Database, init_db
+from mics_core.db.models import Job, Worker, utcnow
+from mics_core.jobs.queue import claim_next, finish, reap_stale, report_progress
+from mics_core.jobs.retrain import run_retrain
+from mics_core.train import Cancelled, Reporter
+from mics_core.train.devices import resolve_device
+
+HEARTBEAT_SECONDS = 5.0
+PROGRESS_SECONDS = 1.0
+
+
+class JobReporter(Reporter):
+    """Writes a job's progress (at most once a second) and turns a cancel request into `Cancelled`."""
+
+    def __init__(self, db: Database, job_id: int) -> None:
+        super().__init__()
+        self.db, self.job_id = db, job_id
+        self.phase, self.phase_started, self.last_write = "", time.monotonic(), 0.0
+
+    def step(self, phase: str, step: int, total: int, losses: dict[str, float]) -> None:
+        now = time.monotonic()
+        if phase != self.phase:
+            self.phase, self.phase_started, self.last_write = phase, now, 0.0
+        if now - self.last_write < PROGRESS_SECONDS and step < total:
+            return
+        self.last_write = now
+        elapsed = now - self.phase_started
+        eta = elapsed / step * (total - step) if step else None
+        loss = losses.get("total")
+        line = f"{phase} {step}/{total}" + (f" loss {loss:.4f}" if loss is not None else "")
+        with self.db.session() as session:
+            stop = report_progress(session, self.job_id, phase, step, total, loss, eta, line)
+        if stop:
+            raise Cancelled(f"cancelled during {phase} at step {step} of {total}")
+
+
+def run_job(db: Database, settings: Settings, job: Job, device: str) -> tuple[str, str | None, int | None]:
+    """Run one claimed job; return (status, error, model version id)."""
+    params = dict(job.params or {})
+    train = TrainSettings.from_env(
+        device=device, **{k: v for k, v in params.items() if k in TrainSettings.__dataclass_fields__}
+    )
+    train = replace(train, device=str(resolve_device(train.device)))
+    try:
+        version = run_retrain(db, settings, train, JobReporter(db, job.id), force_pretrain=job.kind == "pretrain")
+    except Cancelled as stop:
+        return "cancelled", str(stop), None
+    except Exception as err:  # a job's failure is recorded on its row, never crashes the worker
+        detail = "".join(traceback.format_exception_only(err)).strip()
+        with db.session() as session:
+            report_progress(
+                session, job.id, job.phase or "failed", job.step, job.total, None, None, traceback.format_exc()[-2000:]
+            )
+        return "failed", detail, None
+    return "succeeded", None, version
+
+
+def _heartbeat(db: Database, worker_id: str, state: dict, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        with db.session() as session:
+            worker = session.get(Worker, worker_id)
+            if worker is not None:
+                worker.heartbeat_at, worker.job_id = utcnow(), state.get("job")
+            if state.get("job") is not None:
+                job = session.get(Job, state["job"])
+                if job is not None and job.status == "running":
+                    job.heartbeat_at = utcnow()
+
+
+def run_worker(settings: Settings, device: str = "cpu", once: bool = False, poll: float = 2.0, log=print) -> int:
+    """Claim and run jobs until stopped (or after one job with `once`); return jobs run."""
+    db = init_db(settings.db_url)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    actual = str(resolve_device(device))
+    with db.session() as session:
+        session.add(Worker(id=worker_id, host=socket.gethostname(), pid=os.getpid(), device=actual))
+    state: dict = {}
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(db, worker_id, state, stop), daemon=True)
+    beat.start()
+    log(f"worker {worker_id} on {actual}, waiting for jobs")
+    done = 0
+    try:
+        while True:
+            with db.session() as session:
+                for job_id in reap_stale(session, settings.lease_seconds):
+                    log(f"job {job_id}: its worker stopped responding")
+                job = claim_next(session, worker_id)
+            if job is None:
+                if once:
+                    return done
+                time.sleep(poll)
+                continue
+            state["job"] = job.id
+            log(f"job {job.id} ({job.kind}) started")
+            status, error, version = run_job(db, settings, job, actual)
+            with db.session() as session:
+                finish(session, job.id, status, error, version)
+            state["job"] = None
+            done += 1
+            log(f"job {job.id} {status}" + (f": {error}" if error else ""))
+            if once:
+                return done
+    finally:
+        stop.set()
+        with db.session() as session:
+            session.execute(delete(Worker).where(Worker.id == worker_id))
+
+
+def _exit_on_sigterm(_signum, _frame) -> None:
+    """Leave through `finally` (the worker's row is removed); a job it was running is
+    re-queued by the lease like any other abandoned job."""
+    raise SystemExit(0)
+
+
+def live_workers(db: Database, within_seconds: float = 3 * HEARTBEAT_SECONDS) -> list[Worker]:
+    cutoff = utcnow() - timedelta(seconds=within_seconds)
+    with db.session() as session:
+        return list(session.scalars(select(Worker).where(Worker.heartbeat_at >= cutoff)))
+
+
+def ensure_local_worker(settings: Settings, device: str = "cpu") -> int | None:
+    """Start a background worker on this machine when none is alive; return its pid (None if one was)."""
+    db = init_db(settings.db_url)
+    if live_workers(db):
+        return None
+    log_path = Path(settings.data_root) / "worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    project = str(Path(__file__).resolve().parents[2])
+    env = {
+        **os.environ,
+        "MICS_DB_URL": settings.db_url,
+        "MICS_DATA_ROOT": str(Path(settings.data_root).resolve()),
+        "PYTHONPATH": os.pathsep.join(filter(None, [project, os.environ.get("PYTHONPATH")])),
+    }
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mics_core", "worker", "--device", device],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not live_workers(db) and process.poll() is None:
+        time.sleep(0.2)
+    return process.pid

@@ -1,0 +1,129 @@
+"""The job table as a queue, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from mics_core.db import connect
+from mics_core.db.models import Job, utcnow
+from mics_core.jobs.queue import (
+    LOG_TAIL_CHARS,
+    JobError,
+    cancel,
+    claim_next,
+    enqueue,
+    finish,
+    reap_stale,
+    report_progress,
+    request_retrain,
+)
+
+
+def test_claims_oldest_first_and_never_twice(db):
+    with db.session() as s:
+        first, second = enqueue(s, "retrain").id, enqueue(s, "predict").id
+    with db.session() as s:
+        job = claim_next(s, "w1")
+        assert (job.id, job.status, job.worker_id, job.attempts) == (first, "running", "w1", 1)
+    with db.session() as s:
+        assert claim_next(s, "w2").id == second
+    with db.session() as s:
+        assert claim_next(s, "w3") is None
+
+
+def test_unknown_kind_is_refused(db):
+    with pytest.raises(JobError, match="unknown job kind"), db.session() as s:
+        enqueue(s, "mine-bitcoin")
+
+
+def test_retrain_requests_join_the_queued_one(db):
+    with db.session() as s:
+        first = request_retrain(s).id
+        assert request_retrain(s).id == first
+    with db.session() as s:
+        claim_next(s, "w1")
+    with db.session() as s:
+        behind = request_retrain(s).id  # one queued behind the running retrain
+        assert behind != first and request_retrain(s).id == behind
+
+
+def test_cancel_drops_queued_and_flags_running(db):
+    with db.session() as s:
+        running, queued = enqueue(s, "retrain").id, enqueue(s, "retrain").id
+    with db.session() as s:
+        claim_next(s, "w1")  # the older job is now running
+    with db.session() as s:
+        assert cancel(s, running).cancel_requested
+        assert cancel(s, queued).status == "cancelled"
+    with db.session() as s:
+        assert report_progress(s, running, "finetune", 1, 10, 0.5, 9.0) is True  # the worker learns of it
+        finish(s, running, "cancelled")
+    with pytest.raises(JobError, match="already cancelled"), db.session() as s:
+        cancel(s, running)
+    with pytest.raises(JobError, match="no job 999"), db.session() as s:
+        cancel(s, 999)
+
+
+def test_progress_is_written_and_the_log_tail_is_bounded(db):
+    with db.session() as s:
+        job_id = enqueue(s, "retrain").id
+        claim_next(s, "w1")
+    for i in range(500):
+        with db.session() as s:
+            report_progress(s, job_id, "pretrain", i, 500, 1.0 / (i + 1), 500 - i, f"step {i} " + "x" * 20)
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        assert (job.phase, job.step, job.total) == ("pretrain", 499, 500)
+        assert len(job.log_tail) <= LOG_TAIL_CHARS and job.log_tail.endswith("x\n")
+
+
+def test_a_silent_worker_is_requeued_once_then_failed(db):
+    with db.session() as s:
+        job_id = enqueue(s, "retrain").id
+        claim_next(s, "dead-1")
+    with db.session() as s:
+        assert reap_stale(s, lease_seconds=60) == []  # still within its lease
+        s.get(Job, job_id).heartbeat_at = utcnow() - timedelta(minutes=5)
+    with db.session() as s:
+        assert reap_stale(s, lease_seconds=60) == [job_id]
+        assert s.get(Job, job_id).status == "queued"
+    with db.session() as s:
+        assert claim_next(s, "dead-2").attempts == 2
+        s.get(Job, job_id).heartbeat_at = utcnow() - timedelta(minutes=5)
+    with db.session() as s:
+        reap_stale(s, lease_seconds=60)
+        job = s.get(Job, job_id)
+        assert job.status == "failed" and "stopped responding" in job.error
+
+
+@pytest.mark.postgres
+def test_concurrent_claims_on_postgres_never_share_a_job(db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite supports one worker; this is the multi-worker guarantee")
+    from mics_core.db import init_db
+
+    db = init_db(db_url)
+    with db.session() as s:
+        ids = {enqueue(s, "retrain").id for _ in range(60)}
+    claimed: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+
+    def claim_all(name: str) -> None:
+        database = connect(db_url)
+        while True:
+            with database.session() as s:
+                job = claim_next(s, name)
+                if job is None:
+                    return
+                claimed[name].append(job.id)
+
+    threads = [threading.Thread(target=claim_all, args=(n,)) for n in claimed]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [i for got in claimed.values() for i in got]
+    assert sorted(everything) == sorted(ids)  # each job exactly once
+    assert sum(1 for got in claimed.values() if got) >= 2  # and the work really was shared

@@ -1,0 +1,171 @@
+"""Real worker processes: the retrain chain, cancel, kill -9 and recovery, two workers, rollback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from mics_core.config import Settings
+from mics_core.db.models import Job, ModelVersion, Prediction
+from mics_core.demo import generate
+from mics_core.ingest.importer import import_source
+from mics_core.jobs.queue import cancel, enqueue, request_retrain
+from mics_core.registry import activate, active_version
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_ENV = {
+    "MICS_BACKBONE": "test_resnet",
+    "MICS_IMAGE_SIZE": "64",
+    "MICS_PRETRAIN_EPOCHS": "1",
+    "MICS_FINETUNE_EPOCHS": "3",
+}
+
+
+@pytest.fixture
+def project(tmp_path, settings: Settings, db):
+    """A tiny imported dataset with labels on half the cases."""
+    manifest = generate(tmp_path / "demo", pairs=24, seed=2, size=64, workers=1)
+    lines = manifest.read_text().splitlines()
+    labelled = [line if i % 2 else ",".join(line.split(",")[:3]) + "," for i, line in enumerate(lines[1:])]
+    manifest.write_text("\n".join([lines[0], *labelled]) + "\n")
+    import_source(manifest, db, settings)
+    return settings, db
+
+
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **TINY_ENV,
+        "MICS_DB_URL": settings.db_url,
+        "MICS_DATA_ROOT": str(settings.data_root),
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+
+
+def _worker(settings: Settings, *args: str, **extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mics_core", "worker", *args],
+        env=_env(settings, **extra),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _job(db, job_id: int) -> Job:
+    with db.session() as s:
+        return s.get(Job, job_id, populate_existing=True)
+
+
+def _wait(predicate, timeout: float = 240, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_retrain_chain_registers_an_active_version_with_predictions(project):
+    settings, db = project
+    with db.session() as s:
+        job_id = request_retrain(s).id
+    worker = _worker(settings, "--once")
+    out, _ = worker.communicate(timeout=600)
+    job = _job(db, job_id)
+    assert job.status == "succeeded", out + (job.error or "") + job.log_tail
+    with db.session() as s:
+        version = active_version(s)
+        assert version.id == job.model_version_id and version.n_labels == 12
+        assert version.label_snapshot == 12 and version.class_names
+        kinds = s.scalars(sa.select(ModelVersion.kind).order_by(ModelVersion.id)).all()
+        assert kinds == ["encoders", "mics"]
+        predictions = s.scalars(sa.select(Prediction).where(Prediction.model_version_id == version.id)).all()
+        assert len(predictions) == 24 and all(p.umap_x is not None for p in predictions)
+        assert all(abs(sum(p.probs) - 1) < 1e-3 and 0 <= p.uncertainty <= 1 for p in predictions)
+    assert (settings.data_root / version.checkpoint_path).is_file()
+    for phase in ("pretrain", "finetune", "predict", "umap"):
+        assert phase in job.log_tail
+
+
+def test_second_retrain_reuses_the_encoders_and_rollback_restores_the_first(project):
+    settings, db = project
+    for _ in range(2):
+        with db.session() as s:
+            enqueue(s, "retrain")
+        assert _worker(settings, "--once").wait(timeout=600) == 0
+    with db.session() as s:
+        kinds = s.scalars(sa.select(ModelVersion.kind).order_by(ModelVersion.id)).all()
+        assert kinds == ["encoders", "mics", "mics"]
+        first, second = s.scalars(sa.select(ModelVersion.id).where(ModelVersion.kind == "mics")).all()
+        assert active_version(s).id == second
+        second_version = s.get(ModelVersion, second)
+        assert second_version.parent_id == first
+        activate(s, first)
+    with db.session() as s:
+        assert active_version(s).id == first
+        count = s.scalar(sa.select(sa.func.count()).where(Prediction.model_version_id == first))
+        assert count == 24  # the older version's predictions were kept
+
+
+def test_cancel_mid_run_leaves_the_active_model_untouched(project):
+    settings, db = project
+    with db.session() as s:
+        job_id = enqueue(s, "retrain", {"pretrain_epochs": 200}).id
+    worker = _worker(settings)
+    try:
+        _wait(lambda: _job(db, job_id).step > 0, what="the job to make progress")
+        with db.session() as s:
+            cancel(s, job_id)
+        _wait(lambda: _job(db, job_id).status == "cancelled", what="the job to stop")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    with db.session() as s:
+        assert active_version(s) is None
+        assert s.scalar(sa.select(sa.func.count()).select_from(ModelVersion)) == 0
+
+
+def test_kill_9_then_recovery_by_another_worker(project):
+    settings, db = project
+    with db.session() as s:
+        job_id = enqueue(s, "retrain", {"pretrain_epochs": 200}).id
+    victim = _worker(settings)
+    _wait(lambda: _job(db, job_id).step > 0, what="the job to start")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+    with db.session() as s:  # the rescue gets a normal-length retrain
+        s.get(Job, job_id).params = {}
+    time.sleep(4)  # let the victim's 3-second lease run out
+    out, _ = _worker(settings, "--once", MICS_LEASE_SECONDS="3").communicate(timeout=600)
+    job = _job(db, job_id)
+    assert "stopped responding" in out and job.attempts == 2 and job.status == "succeeded", out
+    with db.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).where(ModelVersion.kind == "mics")) == 1
+
+
+def test_two_workers_on_postgres_never_run_the_same_job(project):
+    settings, db = project
+    if not settings.db_url.startswith("postgresql"):
+        pytest.skip("several workers need PostgreSQL")
+    with db.session() as s:
+        ids = [enqueue(s, "retrain", {"finetune_epochs": 1}).id for _ in range(3)]
+    workers = [_worker(settings) for _ in range(2)]
+    try:
+        _wait(lambda: all(_job(db, i).status == "succeeded" for i in ids), timeout=600, what="all jobs")
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+            w.wait(timeout=60)
+    jobs = [_job(db, i) for i in ids]
+    assert all(job.attempts == 1 for job in jobs)
+    assert len({job.model_version_id for job in jobs}) == 3
