@@ -15,6 +15,20 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="URL", help="database URL (default: MICS_DB_URL or sqlite:///data/mics.db)")
 
 
+TRAIN_FLAGS = (("backbone", str), ("image_size", int), ("pretrain_epochs", int), ("finetune_epochs", int))
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """Quick-run training settings; each overrides its MICS_* variable and the preset."""
+    for name, kind in TRAIN_FLAGS:
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=kind, help=f"override MICS_{name.upper()}")
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {name: getattr(args, name) for name, _ in TRAIN_FLAGS if getattr(args, name) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mics_core", description="MICS Studio command line.", epilog=SUBCOMMANDS_HELP
@@ -64,10 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", nargs="+", default=None, help="a subset of the methods")
     bench.add_argument("--cache", type=Path, help="keep pre-trained encoders and features here between runs")
     bench.add_argument("--preset", default=None, help="cpu or gpu settings (default MICS_PRESET or cpu)")
-    bench.add_argument("--pretrain-epochs", type=int, help="override the preset's pre-training epochs")
-    bench.add_argument("--finetune-epochs", type=int, help="override the preset's fine-tuning epochs")
-    bench.add_argument("--backbone", help="override the preset's backbone")
-    bench.add_argument("--image-size", type=int, help="override the preset's image size")
+    _add_train_flags(bench)
 
     worker = commands.add_parser("worker", help="claim queued jobs and run them")
     worker.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -77,13 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain = commands.add_parser("retrain", help="ask for a retrain (starts a local worker when none is alive)")
     retrain.add_argument("--wait", action="store_true", help="show progress until it ends; non-zero exit if it failed")
     retrain.add_argument("--device", default="cpu", help="device for a local worker started here")
-    for flag, kind in (
-        ("--backbone", str),
-        ("--image-size", int),
-        ("--pretrain-epochs", int),
-        ("--finetune-epochs", int),
-    ):
-        retrain.add_argument(flag, type=kind, help=f"override MICS_{flag[2:].upper().replace('-', '_')}")
+    _add_train_flags(retrain)
     _add_db(retrain)
 
     jobs = commands.add_parser("jobs", help="list jobs with status and progress")
@@ -190,16 +195,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from mics_core.bench import METHODS, format_table, run_benchmark, summarise, write_json
     from mics_core.config import TrainSettings
 
-    overrides = {
-        k: v
-        for k, v in {
-            "pretrain_epochs": args.pretrain_epochs,
-            "finetune_epochs": args.finetune_epochs,
-            "backbone": args.backbone,
-            "image_size": args.image_size,
-        }.items()
-        if v is not None
-    }
+    overrides = _train_overrides(args)
     if args.preset:
         os.environ["MICS_PRESET"] = args.preset
     try:
@@ -246,16 +242,7 @@ def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     from mics_core.jobs.queue import request_retrain
     from mics_core.jobs.worker import ensure_local_worker
 
-    params = {
-        k: v
-        for k, v in {
-            "backbone": args.backbone,
-            "image_size": args.image_size,
-            "pretrain_epochs": args.pretrain_epochs,
-            "finetune_epochs": args.finetune_epochs,
-        }.items()
-        if v is not None
-    }
+    params = _train_overrides(args)
     db = init_db(settings.db_url)
     with db.session() as session:
         job_id = request_retrain(session, params).id
