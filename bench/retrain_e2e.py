@@ -95,7 +95,8 @@ def main() -> None:
         label(db, truth, more)
         rows[f"second retrain (+{len(more)} labels)"] = timed_retrain(db, settings)
     phases = ["worker start", "load labels", "pretrain", "finetune", "predict", "umap", "total"]
-    print("| retrain | " + " | ".join(phases) + " |\n|---" * (len(phases) + 1) + "|")
+    print("| retrain | " + " | ".join(phases) + " |")
+    print("|---" * (len(phases) + 1) + "|")
     for name, times in rows.items():
         print(f"| {name} | " + " | ".join(f"{times[p]:.1f} s" if p in times else "—" for p in phases) + " |")
 
