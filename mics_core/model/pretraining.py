@@ -172,8 +172,8 @@ class SynergisticPretrainer(nn.Module):
             recons.append(recon)
             reals.append(images[m])
         recon_all, real_all = torch.cat(recons), torch.cat(reals)
-        fake_logits = self.discriminator(recon_all)
-        adversarial = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+        recon_logits = self.discriminator(recon_all)
+        adversarial = F.binary_cross_entropy_with_logits(recon_logits, torch.ones_like(recon_logits))
         embedded = {m: self.embeddings[m](pooled[m]) for m in MODALITIES}
         aligned = 0.5 * (info_nce(embedded["wli"], embedded["nbi"], t) + info_nce(embedded["nbi"], embedded["wli"], t))
         self._last_keys = key
@@ -193,11 +193,11 @@ class SynergisticPretrainer(nn.Module):
         )
 
     def discriminator_loss(self, recon: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        fake_logits = self.discriminator(recon.detach())
+        recon_logits = self.discriminator(recon.detach())
         real_logits = self.discriminator(real)
         return 0.5 * (
             F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+            + F.binary_cross_entropy_with_logits(recon_logits, torch.zeros_like(recon_logits))
         )
 
     @torch.no_grad()

@@ -359,10 +359,10 @@ def test_zip_bomb_is_refused_before_unpacking(tmp_path, db, settings):
 
 
 def test_not_a_zip(tmp_path, db, settings):
-    fake = tmp_path / "upload.zip"
-    fake.write_bytes(b"not a zip at all")
+    not_a_zip = tmp_path / "upload.zip"
+    not_a_zip.write_bytes(b"not a zip at all")
     with pytest.raises(SourceError, match="not a readable zip"):
-        import_source(fake, db, settings)
+        import_source(not_a_zip, db, settings)
 
 
 def test_unrecognised_folder_layout(tmp_path, db, settings):
