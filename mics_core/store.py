@@ -11,7 +11,23 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+
+def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
+    """Write `target` through `write(temporary path)` in the same folder, then rename it into
+    place: readers see the old file or the whole new one, never a part; a failure leaves nothing."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class UnsafePathError(ValueError):
@@ -28,15 +44,7 @@ class ImageStore:
         rel = f"store/{kind}/{digest[:2]}/{digest}{suffix}"
         target = self.data_root / rel
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(target, lambda tmp: tmp.write_bytes(data))
         return digest, rel
 
     def resolve(self, rel: str) -> Path:

@@ -23,3 +23,18 @@ def test_put_is_content_addressed_and_idempotent(tmp_path):
 def test_resolve_refuses_paths_outside_the_data_root(tmp_path, rel):
     with pytest.raises(UnsafePathError):
         ImageStore(tmp_path / "root").resolve(rel)
+
+
+def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
+    from mics_core.store import atomic_write
+
+    target = tmp_path / "sub" / "model.bin"
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"v1"))
+
+    def broken(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_bytes() == b"v1" and list(target.parent.iterdir()) == [target]

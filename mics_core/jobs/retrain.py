@@ -24,10 +24,8 @@ from mics_core.db.models import ModelVersion, Prediction
 from mics_core.embed import project
 from mics_core.labels import class_ids, label_snapshot
 from mics_core.registry import activate, active_version, latest_encoders
-from mics_core.store import ImageStore
+from mics_core.store import ImageStore, atomic_write
 from mics_core.train import MICSModel, Reporter, pretrain_encoders, train_mics
-
-PHASES = ("pretrain", "finetune", "predict", "umap")
 
 
 def needs_pretraining(encoders: ModelVersion | None, n_cases: int, train: TrainSettings, growth: float) -> bool:
@@ -100,10 +98,7 @@ def _pretrain(
 ) -> dict:
     result = pretrain_encoders(records, train, reporter)
     path = models_dir / f"encoders-{uuid.uuid4().hex[:12]}.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    save_file(result.state, str(partial))
-    partial.replace(path)
+    atomic_write(path, lambda tmp: save_file(result.state, str(tmp)))
     with db.session() as session:
         session.add(
             ModelVersion(

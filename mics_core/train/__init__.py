@@ -9,8 +9,6 @@ that JSON, so a version is one file and loading it reproduces its predictions ex
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from mics_core.config import TrainSettings
 from mics_core.data import PairRecord, load_pairs
 from mics_core.model.fusion import FusionClassifier
+from mics_core.store import atomic_write
 from mics_core.train.devices import resolve_device
 from mics_core.train.features import FeatureCache, build_encoders, encode_pairs, encoder_fingerprint
 from mics_core.train.finetune import FineTuned, finetune, predict_tokens
@@ -58,16 +57,8 @@ class MICSModel:
             "info": self.info,
             "token_dim": self.classifier.dictionary.atoms.shape[1],
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"mics": json.dumps(meta, default=_json_default)})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        metadata = {"mics": json.dumps(meta, default=_json_default)}
+        atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @classmethod
     def load(cls, path: Path) -> MICSModel:

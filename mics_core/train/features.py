@@ -7,8 +7,6 @@ encoders, which is what makes a retrain take seconds on a CPU.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from torch import nn
 from mics_core.config import TrainSettings
 from mics_core.data import PairRecord, load_pairs
 from mics_core.model.backbones import create_encoder, normalise
+from mics_core.store import atomic_write
 from mics_core.train.devices import autocast, resolve_device
 
 
@@ -75,7 +74,8 @@ class FeatureCache:
         return self.folder / f"{record.content}.npy"
 
     def _write(self, record: PairRecord, array: np.ndarray) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, self._path(record))
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:  # a handle: np.save on a path would append ".npy"
+                np.save(handle, array)
+
+        atomic_write(self._path(record), save)

@@ -102,7 +102,7 @@ def test_checkpoint_reproduces_predictions_exactly(trained, tmp_path):
     before, after = model.predict(test), loaded.predict(test)
     for key in before:
         assert np.array_equal(before[key], after[key]), key
-    assert not list(tmp_path.glob("*.partial"))
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left beside it
 
 
 def test_feature_cache_is_reused(trained, tmp_path):
