@@ -1,61 +1,93 @@
-"""MICS Studio — Streamlit entry point.
+"""MICS Studio — Streamlit entry point: sign-in, navigation, the shared sidebar.
 
-Until the labelling UI lands this is one page: the dataset's counts and a paginated list
-of the imported cases.
+`MICS_AUTH=none` runs without accounts, but only on a server that listens on localhost;
+otherwise every screen needs a signed-in user, and the first run creates the first admin.
 """
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
-from sqlalchemy import select
 
-from mics_core.config import Settings
-from mics_core.db import init_db
-from mics_core.db.models import Case, Image, ImportBatch
-from mics_core.stats import dataset_stats
+from mics_core.auth import AuthError, allowed, auth_disabled, authenticate, create_first_admin, has_users, single_user
+from pages import _ui
 
-PAGE_SIZE = 50
+st.set_page_config(page_title="MICS Studio", page_icon=":material/biotech:", layout="wide")
 
-st.set_page_config(page_title="MICS Studio", layout="wide")
+PAGES = [
+    ("overview", "Overview", ":material/dashboard:"),
+    ("import", "Import", ":material/upload:"),
+    ("label", "Label", ":material/label:"),
+    ("train", "Train", ":material/model_training:"),
+    ("review", "Review", ":material/fact_check:"),
+    ("explore", "Explore", ":material/scatter_plot:"),
+    ("model", "Model quality", ":material/analytics:"),
+    ("export", "Export", ":material/download:"),
+    ("admin", "Admin", ":material/admin_panel_settings:"),
+]
 
 
-@st.cache_resource
-def database(url: str):
-    return init_db(url)
+def first_admin_form() -> None:
+    st.title("Welcome to MICS Studio")
+    st.write("Create the administrator account. You can add colleagues' accounts afterwards under **Admin**.")
+    with st.form("first_admin"):
+        username = st.text_input("User name")
+        password = st.text_input("Password (at least 8 characters)", type="password")
+        repeat = st.text_input("Repeat the password", type="password")
+        if st.form_submit_button("Create administrator", type="primary"):
+            if password != repeat:
+                st.error("The two passwords differ.")
+                return
+            try:
+                with _ui.session() as session:
+                    _ui.sign_in_as(create_first_admin(session, username, password))
+            except AuthError as err:
+                st.error(str(err))
+                return
+            st.rerun()
 
 
-settings = Settings.from_env()
-db = database(settings.db_url)
-st.title("MICS Studio")
+def sign_in_form() -> None:
+    st.title("MICS Studio")
+    with st.form("sign_in"):
+        username = st.text_input("User name")
+        password = st.text_input("Password", type="password")
+        if st.form_submit_button("Sign in", type="primary"):
+            try:
+                with _ui.session() as session:
+                    _ui.sign_in_as(authenticate(session, username, password))
+            except AuthError as err:
+                st.error(str(err))
+                return
+            st.rerun()
 
-with db.session() as session:
-    stats = dataset_stats(session)
-    batches = list(session.scalars(select(ImportBatch.source).distinct()))
 
-with st.sidebar:
-    st.metric("Cases", stats.cases)
-    st.metric("Labelled", stats.labelled)
-    st.caption(f"NBI: {stats.with_real_nbi} real, {stats.with_computed_nbi} computed from WLI")
+def signed_in() -> bool:
+    """Whether someone is signed in; otherwise the sign-in (or first-run) screen is drawn."""
+    try:
+        no_accounts = auth_disabled(_ui.settings().auth_mode, st.get_option("server.address"))
+    except AuthError as err:
+        st.error(str(err))
+        return False
+    if no_accounts:
+        if st.session_state.get("user") is None:
+            with _ui.session() as session:
+                _ui.sign_in_as(single_user(session))
+        return True
+    if _ui.refresh_user() is not None:
+        return True
+    with _ui.session() as session:
+        accounts = has_users(session)
+    first_admin_form() if not accounts else sign_in_form()
+    return False
 
-if "synthetic demo data" in batches:
-    st.info("This project holds **synthetic demo data**: rendered images, not real patients.")
 
-if not stats.cases:
-    st.info("No cases yet — import a folder or use the demo data: `python -m mics_core import PATH`.")
-    st.stop()
-
-pages = max(1, -(-stats.cases // PAGE_SIZE))
-page = st.number_input("Page", min_value=1, max_value=pages, value=1, step=1)
-with db.session() as session:
-    nbi = select(Image.id, Image.computed).subquery()
-    rows = session.execute(
-        select(Case.case_key, Case.split, Case.source, nbi.c.computed, Case.created_at)
-        .outerjoin(nbi, Case.nbi_image_id == nbi.c.id)
-        .order_by(Case.id)
-        .limit(PAGE_SIZE)
-        .offset((page - 1) * PAGE_SIZE)
-    ).all()
-table = pd.DataFrame(rows, columns=["Case", "Split", "Source", "NBI computed", "Imported"])
-st.caption(f"Cases {(page - 1) * PAGE_SIZE + 1}–{(page - 1) * PAGE_SIZE + len(table)} of {stats.cases}")
-st.dataframe(table, hide_index=True, width="stretch")
+if signed_in():
+    role = _ui.user().role
+    navigation = st.navigation(
+        [st.Page(f"pages/{name}.py", title=title, icon=icon) for name, title, icon in PAGES if allowed(role, name)]
+    )
+    _ui.sidebar()
+    if _ui.settings().auth_mode != "none" and st.sidebar.button("Sign out", icon=":material/logout:"):
+        st.session_state.pop("user", None)
+        st.rerun()
+    navigation.run()

@@ -106,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     activate.add_argument("version_id", type=int)
     _add_db(activate)
 
+    queue = commands.add_parser(
+        "queue", help="cases to review, ranked (one per line: case, predicted, probability, score)"
+    )
+    queue.add_argument(
+        "--strategy", default="uncertainty", help="uncertainty (default), margin, disagreement, diversity, random"
+    )
+    queue.add_argument("--limit", type=int, default=50)
+    queue.add_argument("--unlabelled-only", action="store_true", help="only cases without a label")
+    queue.add_argument("--class", dest="predicted_class", metavar="NAME", help="only cases predicted as this class")
+    queue.add_argument("--min-uncertainty", type=float, help="only cases at least this uncertain (0 to 1)")
+    queue.add_argument("--seed", type=int, default=0, help="seed of the random and diversity strategies")
+    _add_db(queue)
+
     classes = commands.add_parser("classes", help="show the class list, or add classes to it")
     classes.add_argument("--add", nargs="+", metavar="NAME", help="class names to append")
     _add_db(classes)
@@ -317,6 +330,23 @@ def _cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
         except RegistryError as err:
             raise UserFacingError(str(err)) from None
     print(f"model version {args.version_id} is now active")
+    return 0
+
+
+def _cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.db import init_db
+    from mics_core.review import Filters, ReviewError, rank
+    from mics_core.store import ImageStore
+
+    filters = Filters(args.unlabelled_only, False, args.predicted_class, args.min_uncertainty)
+    with init_db(settings.db_url).session() as session:
+        try:
+            items = rank(session, args.strategy, args.limit, filters, args.seed, ImageStore(settings.data_root))
+        except ReviewError as err:
+            raise UserFacingError(str(err)) from None
+    for item in items:
+        probability = f"{item.probability:.3f}" if item.probability is not None else "-"
+        print(f"{item.case_key}\t{item.predicted or '-'}\t{probability}\t{item.score:.4f}")
     return 0
 
 

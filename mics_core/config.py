@@ -40,6 +40,8 @@ class Settings:
     pretrain_growth: float = 0.5
     # A running job whose worker has not heart-beaten for this long is re-queued once, then failed.
     lease_seconds: float = 90.0
+    # "password" (accounts, the default) or "none" (single user; only on a localhost-only server).
+    auth_mode: str = "password"
 
     @property
     def store_root(self) -> Path:
@@ -60,6 +62,7 @@ class Settings:
             max_zip_entries=_env_int("MICS_MAX_ZIP_ENTRIES", cls.max_zip_entries),
             pretrain_growth=float(os.environ.get("MICS_PRETRAIN_GROWTH") or cls.pretrain_growth),
             lease_seconds=float(os.environ.get("MICS_LEASE_SECONDS") or cls.lease_seconds),
+            auth_mode=os.environ.get("MICS_AUTH") or cls.auth_mode,
         )
 
 

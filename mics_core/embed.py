@@ -3,6 +3,25 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+
+from mics_core.db.models import Case, LabelClass, ModelVersion, Prediction
+from mics_core.labels import current_label_table
+
+PROJECTION_COLUMNS = [
+    "case_id",
+    "case",
+    "x",
+    "y",
+    "label",
+    "predicted",
+    "probability",
+    "uncertainty",
+    "conflict",
+    "import batch",
+]
 
 
 def project(embeddings: np.ndarray, seed: int = 0) -> np.ndarray | None:
@@ -13,3 +32,44 @@ def project(embeddings: np.ndarray, seed: int = 0) -> np.ndarray | None:
 
     reducer = umap.UMAP(n_neighbors=min(15, len(embeddings) - 1), min_dist=0.1, random_state=seed, n_jobs=1)
     return reducer.fit_transform(np.asarray(embeddings, np.float32))
+
+
+def projection_frame(session: Session, version_id: int) -> pd.DataFrame:
+    """Every projected case of one model version with what the scatter colours by."""
+    current = current_label_table()
+    label, predicted = aliased(LabelClass), aliased(LabelClass)
+    rows = session.execute(
+        select(
+            Case.id,
+            Case.case_key,
+            Prediction.umap_x,
+            Prediction.umap_y,
+            label.name,
+            predicted.name,
+            Prediction.probability,
+            Prediction.uncertainty,
+            Prediction.conflict,
+            Case.batch_id,
+        )
+        .join(Prediction, Prediction.case_id == Case.id)
+        .outerjoin(current, current.c.case_id == Case.id)
+        .outerjoin(label, current.c.label_id == label.id)
+        .join(predicted, Prediction.label_id == predicted.id)
+        .where(Prediction.model_version_id == version_id, Prediction.umap_x.is_not(None))
+        .order_by(Case.id)
+    ).all()
+    frame = pd.DataFrame(rows, columns=PROJECTION_COLUMNS)
+    frame["labelled"] = frame["label"].notna().map({True: "labelled", False: "unlabelled"})
+    frame["label"] = frame["label"].fillna("(unlabelled)")
+    frame["import batch"] = "#" + frame["import batch"].astype(str)
+    return frame
+
+
+def previous_version(session: Session, version_id: int) -> ModelVersion | None:
+    """The model version trained just before `version_id` (to show the feature space change)."""
+    return session.scalar(
+        select(ModelVersion)
+        .where(ModelVersion.kind == "mics", ModelVersion.id < version_id)
+        .order_by(ModelVersion.id.desc())
+        .limit(1)
+    )

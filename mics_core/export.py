@@ -6,6 +6,7 @@ carriage return) are prefixed with a single quote, the OWASP-recommended guard.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -132,6 +133,31 @@ def to_csv_bytes(frame: pd.DataFrame) -> bytes:
         elif safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
             safe[column] = safe[column].map(neutralise)
     return safe.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ").encode("utf-8-sig")
+
+
+def filter_frame(
+    frame: pd.DataFrame,
+    labels: list[str] | None = None,
+    users: list[str] | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> pd.DataFrame:
+    """Rows of either export whose label and annotator are among those given and whose label
+    was given between `start` and `end` (UTC dates, both included); None means no filter."""
+    user_column, time_column = ("labelled_by", "labelled_at") if "labelled_by" in frame else ("user", "created_at")
+    keep = pd.Series(True, index=frame.index)
+    if labels is not None:
+        keep &= frame["label"].isin(labels)
+    if users is not None:
+        keep &= frame[user_column].isin(users)
+    if start is not None or end is not None:
+        day = pd.to_datetime(frame[time_column], utc=True).dt.date
+        keep &= day.notna()
+        if start is not None:
+            keep &= day >= start
+        if end is not None:
+            keep &= day <= end
+    return frame[keep.fillna(False).astype(bool)]
 
 
 def export_csv(session: Session, out: Path, history: bool = False) -> int:

@@ -7,7 +7,7 @@ it, `label_id` NULL).
 
 from __future__ import annotations
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Subquery, func, select
 from sqlalchemy.orm import Session
 
 from mics_core.db.models import ANNOTATION_SOURCES, Annotation, LabelClass
@@ -52,15 +52,19 @@ def newest_annotation_ids(upto: int | None = None) -> Select:
     return query.group_by(Annotation.case_id)
 
 
+def current_label_table(upto: int | None = None) -> Subquery:
+    """A subquery of (case_id, label_id), the newest annotation of each annotated case
+    (label_id NULL when the newest row cleared it): join it to rank or filter by label in SQL."""
+    newest = newest_annotation_ids(upto).subquery()
+    return (
+        select(Annotation.case_id, Annotation.label_id).join(newest, Annotation.id == newest.c.annotation_id).subquery()
+    )
+
+
 def current_labels(session: Session, upto: int | None = None) -> dict[int, int]:
     """`{case_id: label_id}` of every currently labelled case (cleared cases are left out)."""
-    newest = newest_annotation_ids(upto).subquery()
-    rows = session.execute(
-        select(Annotation.case_id, Annotation.label_id)
-        .join(newest, Annotation.id == newest.c.annotation_id)
-        .where(Annotation.label_id.is_not(None))
-    )
-    return dict(rows.all())
+    current = current_label_table(upto)
+    return dict(session.execute(select(current).where(current.c.label_id.is_not(None))).all())
 
 
 def label_snapshot(session: Session) -> int:

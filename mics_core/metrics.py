@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import f1_score, recall_score, roc_auc_score
+import pandas as pd
+from sklearn.metrics import confusion_matrix, f1_score, recall_score, roc_auc_score
 
 
-def expected_calibration_error(probs: np.ndarray, target: np.ndarray, bins: int = 15) -> float:
-    """ECE with equal-width confidence bins: sum over bins of |accuracy - confidence| * share."""
+def reliability(probs: np.ndarray, target: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
+    """Equal-width confidence bins: each non-empty bin's mean confidence, accuracy and share of cases."""
+    probs, target = np.asarray(probs, float), np.asarray(target)
     confidence = probs.max(1)
     correct = probs.argmax(1) == target
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(ece)
+    return [
+        {
+            "confidence": float(confidence[which == b].mean()),
+            "accuracy": float(correct[which == b].mean()),
+            "share": float((which == b).mean()),
+        }
+        for b in range(bins)
+        if (which == b).any()
+    ]
+
+
+def expected_calibration_error(probs: np.ndarray, target: np.ndarray, bins: int = 15) -> float:
+    """ECE: sum over the reliability bins of |accuracy - confidence| * share."""
+    return float(sum(b["share"] * abs(b["accuracy"] - b["confidence"]) for b in reliability(probs, target, bins)))
 
 
 def brier(probs: np.ndarray, target: np.ndarray) -> float:
@@ -26,11 +36,17 @@ def brier(probs: np.ndarray, target: np.ndarray) -> float:
     return float(((probs - one_hot) ** 2).sum(1).mean())
 
 
+def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage, risk): the error rate among the k most confident cases, for every k."""
+    order = np.argsort(-np.asarray(confidence), kind="stable")
+    errors = np.cumsum(~np.asarray(correct, bool)[order])
+    k = np.arange(1, len(order) + 1)
+    return k / len(order), errors / k
+
+
 def aurc(confidence: np.ndarray, correct: np.ndarray) -> float:
     """Area under the risk-coverage curve: mean error rate of the k most confident, over all k."""
-    order = np.argsort(-confidence, kind="stable")
-    errors = np.cumsum(~correct[order])
-    return float((errors / np.arange(1, len(order) + 1)).mean())
+    return float(risk_coverage(confidence, correct)[1].mean())
 
 
 def one_vs_rest_auc(probs: np.ndarray, target: np.ndarray) -> float:
@@ -60,4 +76,23 @@ def evaluate(
         "ece": expected_calibration_error(probs, target),
         "brier": brier(probs, target),
         "aurc": aurc(confidence, predicted == target),
+    }
+
+
+def held_out_report(held_out: dict[str, list], class_names: list[str]) -> dict[str, pd.DataFrame]:
+    """The Model quality screen's tables from a version's stored held-out rows: confusion
+    matrix, reliability bins before and after temperature scaling, and risk-coverage."""
+    target = np.asarray(held_out["target"])
+    probs = np.asarray(held_out["probs"], float)
+    labels = list(range(len(class_names)))
+    matrix = confusion_matrix(target, probs.argmax(1), labels=labels)
+    bins = [
+        pd.DataFrame(reliability(np.asarray(held_out[key], float), target)).assign(scaling=name)
+        for key, name in (("probs_before_scaling", "before"), ("probs", "after"))
+    ]
+    coverage, risk = risk_coverage(np.asarray(held_out["confidence"]), probs.argmax(1) == target)
+    return {
+        "confusion": pd.DataFrame(matrix, index=class_names, columns=class_names),
+        "reliability": pd.concat(bins, ignore_index=True),
+        "risk_coverage": pd.DataFrame({"coverage": coverage, "risk": risk}),
     }

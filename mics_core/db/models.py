@@ -171,6 +171,8 @@ class Job(Base):
     loss: Mapped[float | None] = mapped_column(Float)
     eta_seconds: Mapped[float | None] = mapped_column(Float)
     log_tail: Mapped[str] = mapped_column(Text, default="")
+    # [[phase, step, loss], ...] as reported (at most once a second): the loss curve.
+    curve: Mapped[list[Any]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

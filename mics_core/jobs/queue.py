@@ -18,6 +18,7 @@ from mics_core.db.models import JOB_KINDS, Job, utcnow
 
 ACTIVE = ("queued", "running")
 LOG_TAIL_CHARS = 4000
+CURVE_POINTS = 5000
 
 
 class JobError(ValueError):
@@ -76,6 +77,8 @@ def report_progress(
     job = session.get(Job, job_id, populate_existing=True)
     job.phase, job.step, job.total, job.loss, job.eta_seconds = phase, step, total, loss, eta
     job.heartbeat_at = utcnow()
+    if loss is not None and len(job.curve) < CURVE_POINTS:
+        job.curve = [*job.curve, [phase, step, round(float(loss), 6)]]
     if log_line:
         job.log_tail = (job.log_tail + log_line.rstrip() + "\n")[-LOG_TAIL_CHARS:]
     return job.cancel_requested

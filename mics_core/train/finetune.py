@@ -209,5 +209,15 @@ def _calibrate(
     temperature = fit_temperature(torch.from_numpy(raw["probs"]), torch.from_numpy(y))
     probs = apply_temperature(torch.from_numpy(raw["probs"]), temperature).numpy()
     metrics = evaluate(probs, y, class_names, confidence=1 - raw["uncertainty"])
-    metrics |= {"ece_before_scaling": expected_calibration_error(raw["probs"], y), "temperature": temperature}
+    metrics |= {
+        "ece_before_scaling": expected_calibration_error(raw["probs"], y),
+        "temperature": temperature,
+        # the held-out rows themselves, for the Model quality screen's plots
+        "held_out": {
+            "target": y.tolist(),
+            "probs": np.round(probs, 5).tolist(),
+            "probs_before_scaling": np.round(raw["probs"], 5).tolist(),
+            "confidence": np.round(1 - raw["uncertainty"], 5).tolist(),
+        },
+    }
     return temperature, metrics

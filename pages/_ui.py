@@ -1,0 +1,125 @@
+"""What every screen shares: the database, the signed-in user, the sidebar, cached images.
+
+Pages stay thin: they call `mics_core` for every decision and this module for the
+Streamlit plumbing that would otherwise repeat on each page.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import streamlit as st
+from PIL import Image as PILImage
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mics_core.auth import allowed
+from mics_core.config import Settings
+from mics_core.db import Database, init_db
+from mics_core.db.models import Job, User
+from mics_core.registry import active_version
+from mics_core.stats import dataset_stats
+from mics_core.store import ImageStore
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    id: int
+    username: str
+    role: str
+
+
+@st.cache_resource
+def _database(url: str) -> Database:
+    return init_db(url)
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def database() -> Database:
+    return _database(settings().db_url)
+
+
+def store() -> ImageStore:
+    return ImageStore(settings().data_root)
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    with database().session() as opened:
+        yield opened
+
+
+def user() -> SignedIn:
+    return st.session_state["user"]
+
+
+def sign_in_as(account: User) -> None:
+    st.session_state["user"] = SignedIn(account.id, account.username, account.role)
+
+
+def refresh_user() -> SignedIn | None:
+    """The signed-in user as the database has it now (a role change or deactivation takes
+    effect on the next click, not the next sign-in)."""
+    current = st.session_state.get("user")
+    if current is None:
+        return None
+    with session() as opened:
+        account = opened.get(User, current.id)
+        if account is None or not account.active:
+            st.session_state.pop("user", None)
+            return None
+        sign_in_as(account)
+    return user()
+
+
+def require(page: str) -> SignedIn:
+    """Stop the page with a clear message unless the signed-in user may open it."""
+    current = st.session_state.get("user")
+    if current is None or not allowed(current.role, page):
+        st.error("You do not have access to this screen. Ask an administrator for a role that includes it.")
+        st.stop()
+    return current
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def image_png(path: str, zoom: int = 1, size: int | None = None) -> bytes:
+    """An image file as PNG bytes, optionally centre-cropped by `zoom` and shrunk to `size`."""
+    with PILImage.open(path) as opened:
+        image = opened.convert("RGB")
+    if zoom > 1:
+        w, h = image.size
+        cw, ch = w // zoom, h // zoom
+        image = image.crop(((w - cw) // 2, (h - ch) // 2, (w + cw) // 2, (h + ch) // 2))
+    if size:
+        image.thumbnail((size, size))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def sidebar() -> None:
+    """Dataset size, labelled count, the active model and whether a job is running."""
+    with session() as opened:
+        stats = dataset_stats(opened)
+        version = active_version(opened)
+        running = opened.scalar(select(func.count()).select_from(Job).where(Job.status.in_(("queued", "running"))))
+        summary = (version.id, version.metrics.get("accuracy")) if version else None
+    with st.sidebar:
+        left, right = st.columns(2)
+        left.metric("Cases", f"{stats.cases:,}")
+        right.metric("Labelled", f"{stats.labelled:,}")
+        if summary is None:
+            st.caption("No model yet: label some cases, then retrain.")
+        else:
+            accuracy = f"{summary[1]:.0%}" if summary[1] is not None else "n/a"
+            st.caption(f"Active model: version {summary[0]} · held-out accuracy {accuracy}")
+        st.caption("⏳ A training job is queued or running" if running else "No job running")
+        current = st.session_state.get("user")
+        if current is not None:
+            st.caption(f"Signed in as **{current.username}** ({current.role})")

@@ -1,0 +1,86 @@
+"""Model quality: held-out metrics of every version, and how far to trust the chosen one."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from mics_core.metrics import held_out_report
+from mics_core.registry import versions
+from pages import _ui
+
+_ui.require("model")
+st.title("Model quality")
+with _ui.session() as session:
+    all_versions = versions(session)
+if not all_versions:
+    st.info("No model yet: label some cases and press Retrain on the Train screen.")
+    st.stop()
+
+table = pd.DataFrame(
+    [
+        {
+            "version": v.id,
+            "active": "✓" if v.active else "",
+            "labels": v.n_labels,
+            "held-out cases": v.metrics.get("n"),
+            "accuracy": v.metrics.get("accuracy"),
+            "macro-F1": v.metrics.get("macro_f1"),
+            "AUC": v.metrics.get("auc"),
+            "ECE": v.metrics.get("ece"),
+            "ECE before scaling": v.metrics.get("ece_before_scaling"),
+            "Brier": v.metrics.get("brier"),
+            "AURC": v.metrics.get("aurc"),
+        }
+        for v in all_versions
+    ]
+)
+st.dataframe(table.iloc[::-1], hide_index=True, width="stretch")
+
+if table["accuracy"].notna().sum() > 1:
+    curve = px.line(table.dropna(subset=["accuracy"]), x="labels", y=["accuracy", "macro-F1"], markers=True, height=280)
+    curve.update_layout(title="Learning curve: held-out metrics against labels used", yaxis_range=[0, 1])
+    st.plotly_chart(curve, key="learning_curve")
+
+chosen = st.selectbox(
+    "Version", [v.id for v in reversed(all_versions)], format_func=lambda i: f"version {i}", key="quality_version"
+)
+version = next(v for v in all_versions if v.id == chosen)
+held_out = version.metrics.get("held_out")
+if not held_out:
+    st.info("This version has too few held-out labelled cases for the plots (at least 4 are needed).")
+    st.stop()
+report = held_out_report(held_out, version.class_names)
+
+left, right = st.columns(2)
+with left:
+    recall = pd.Series(version.metrics.get("per_class_recall", {}), name="recall")
+    st.plotly_chart(
+        px.bar(recall, orientation="h", range_x=[0, 1], height=260, title="Recall per class").update_layout(
+            showlegend=False, yaxis_title=None
+        ),
+        key="recall",
+    )
+    confusion = px.imshow(
+        report["confusion"], text_auto=True, color_continuous_scale="Blues", height=320, title="Confusion matrix"
+    )
+    confusion.update_layout(xaxis_title="predicted", yaxis_title="true label")
+    st.plotly_chart(confusion, key="confusion")
+with right:
+    bins = report["reliability"]
+    diagram = px.scatter(
+        bins, x="confidence", y="accuracy", color="scaling", size="share", height=300, range_x=[0, 1], range_y=[0, 1]
+    )
+    diagram.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="perfect"))
+    before, after = version.metrics.get("ece_before_scaling"), version.metrics.get("ece")
+    diagram.update_layout(title=f"Reliability · ECE {before:.3f} before, {after:.3f} after temperature scaling")
+    st.plotly_chart(diagram, key="reliability")
+    risk = px.line(report["risk_coverage"], x="coverage", y="risk", height=280, range_y=[0, 1])
+    risk.update_layout(title=f"Risk against coverage (AURC {version.metrics.get('aurc', float('nan')):.3f})")
+    st.plotly_chart(risk, key="risk_coverage")
+st.caption(
+    f"Held-out: {version.metrics.get('n')} labelled cases kept out of training to fit the temperature and measure. "
+    "Small held-out sets give noisy figures."
+)

@@ -1,0 +1,50 @@
+"""Overview: what the project holds, one page of cases at a time."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import select
+
+from mics_core.auth import allowed
+from mics_core.browse import case_table
+from mics_core.db.models import ImportBatch
+from mics_core.setup import ensure_database
+from mics_core.stats import dataset_stats
+from pages import _ui
+
+PAGE_SIZE = 50
+
+st.title("Overview")
+with _ui.session() as session:
+    stats = dataset_stats(session)
+    synthetic = session.scalar(select(ImportBatch.id).where(ImportBatch.source == "synthetic demo data").limit(1))
+
+if synthetic is not None:
+    st.info("This project holds **synthetic demo data**: rendered images, not real patients.")
+
+if not stats.cases:
+    st.info("No cases yet — import a folder or use the demo data.")
+    if allowed(_ui.user().role, "import"):
+        if st.button("Load the demo data (600 synthetic pairs, about a minute)", type="primary"):
+            with st.spinner("Generating and importing the demo data…"):
+                message = ensure_database(_ui.settings(), demo_pairs=600)
+            st.success(message)
+            st.rerun()
+        st.page_link("pages/import.py", label="Import your own images", icon=":material/upload:")
+    st.stop()
+
+left, middle, right = st.columns(3)
+left.metric("Cases", f"{stats.cases:,}")
+middle.metric("Labelled", f"{stats.labelled:,}", f"{stats.labelled / stats.cases:.1%} of cases", delta_color="off")
+right.metric("NBI computed from WLI", f"{stats.with_computed_nbi:,}")
+if stats.per_class:
+    counts = pd.DataFrame({"class": list(stats.per_class), "labelled cases": list(stats.per_class.values())})
+    st.bar_chart(counts, x="class", y="labelled cases", horizontal=True, height=200)
+
+pages = max(1, -(-stats.cases // PAGE_SIZE))
+page = st.number_input("Page", min_value=1, max_value=pages, value=1, step=1)
+with _ui.session() as session:
+    table = case_table(session, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+st.caption(f"Cases {(page - 1) * PAGE_SIZE + 1}–{(page - 1) * PAGE_SIZE + len(table)} of {stats.cases:,}")
+st.dataframe(table, hide_index=True, width="stretch")

@@ -1,0 +1,168 @@
+"""Train: one Retrain button, the running job's live progress, and the model versions.
+
+The page never trains: it writes a job row and, on a single machine, starts a local
+worker when none is alive. Progress is read back from the job row by a fragment that
+refreshes itself every two seconds while a job is active.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+from sqlalchemy import select
+
+from mics_core.config import TrainSettings
+from mics_core.db.models import Job
+from mics_core.jobs.queue import ACTIVE, JobError, cancel, request_retrain
+from mics_core.jobs.worker import ensure_local_worker, live_workers
+from mics_core.registry import RegistryError, activate, versions
+from pages import _ui
+
+me = _ui.require("train")
+defaults = TrainSettings.from_env()
+BACKBONES = ["mobilenetv3_small_100", "resnet18", "efficientnet_b0", "vit_tiny_patch16_224", "vit_small_patch16_224"]
+PHASES = {"pretrain": "Pre-training the encoders", "finetune": "Fine-tuning", "predict": "Predicting", "umap": "UMAP"}
+
+st.title("Train")
+
+workers = live_workers(_ui.database())
+gpus = [w for w in workers if w.device.startswith("cuda")]
+if gpus:
+    st.success(f"GPU worker connected: {', '.join(f'{w.host} ({w.device})' for w in gpus)}.")
+elif workers:
+    st.info(f"A CPU worker is connected ({workers[0].host}); no GPU worker. Training runs on the CPU.")
+else:
+    st.info("No worker is running. Pressing Retrain starts one on this machine.")
+
+with st.expander("Training settings"):
+    left, right = st.columns(2)
+    options = BACKBONES if defaults.backbone in BACKBONES else [defaults.backbone, *BACKBONES]
+    backbone = left.selectbox("Backbone (timm)", options, index=options.index(defaults.backbone))
+    image_size = left.select_slider("Image size (pixels)", [64, 96, 128, 160, 192, 224], value=defaults.image_size)
+    device = left.selectbox("Device", ["cuda", "cpu"], help="cuda falls back to the CPU on a worker without a GPU.")
+    pretrain_epochs = right.number_input("Pre-training epochs", 1, 1000, defaults.pretrain_epochs)
+    finetune_epochs = right.number_input("Fine-tuning epochs", 1, 1000, defaults.finetune_epochs)
+    st.caption("Pre-training runs only when there are no encoders for these settings or many new cases were added.")
+params = {
+    "backbone": backbone,
+    "image_size": int(image_size),
+    "device": device,
+    "pretrain_epochs": int(pretrain_epochs),
+    "finetune_epochs": int(finetune_epochs),
+}
+
+if st.button("Retrain", type="primary", icon=":material/model_training:"):
+    with _ui.session() as session:
+        job = request_retrain(session, params, user_id=me.id)
+        job_id = job.id
+    if not workers:
+        with st.spinner("Starting a worker on this machine…"):
+            ensure_local_worker(_ui.settings(), device)
+    st.toast(f"Retrain job {job_id} is queued.")
+
+
+def eta_text(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    minutes, secs = divmod(int(seconds), 60)
+    return f" · about {minutes} min {secs} s left" if minutes else f" · about {secs} s left"
+
+
+def show_job(job: Job) -> None:
+    phase = PHASES.get(job.phase or "", job.phase or "waiting for a worker")
+    fraction = job.step / job.total if job.total else 0.0
+    st.progress(
+        min(fraction, 1.0),
+        text=f"Job {job.id} · {job.status} · {phase} {job.step}/{job.total}{eta_text(job.eta_seconds)}",
+    )
+    if job.curve:
+        curve = pd.DataFrame(job.curve, columns=["phase", "step", "loss"]).reset_index(names="update")
+        chart = px.line(curve, x="update", y="loss", color="phase", height=260)
+        chart.update_layout(margin={"l": 0, "r": 0, "t": 10, "b": 0})
+        st.plotly_chart(chart, key=f"curve_{job.id}")
+    if job.status in ACTIVE and st.button("Cancel this job", key=f"cancel_{job.id}", icon=":material/cancel:"):
+        try:
+            with _ui.session() as session:
+                cancel(session, job.id)
+        except JobError as err:
+            st.error(str(err))
+        st.rerun()
+    if job.error:
+        st.error(f"The job did not finish: {job.error}")
+
+
+def latest_job() -> Job | None:
+    with _ui.session() as session:
+        return session.scalar(
+            select(Job).order_by(Job.status.notin_(ACTIVE), Job.status != "running", Job.id.desc()).limit(1)
+        )
+
+
+job = latest_job()
+
+
+@st.fragment(run_every=2 if job is not None and job.status in ACTIVE else None)
+def progress() -> None:
+    current = latest_job()
+    if current is None:
+        st.caption("No training job yet.")
+        return
+    st.subheader("Current job" if current.status in ACTIVE else "Last job")
+    show_job(current)
+    if job is not None and job.status in ACTIVE and current.status not in ACTIVE:
+        st.rerun()  # the job ended: redraw the whole page (versions, sidebar)
+
+
+progress()
+
+st.subheader("Model versions")
+with _ui.session() as session:
+    rows = [
+        {
+            "version": v.id,
+            "active": "✓" if v.active else "",
+            "created": v.created_at,
+            "labels": v.n_labels,
+            "held-out accuracy": v.metrics.get("accuracy"),
+            "macro-F1": v.metrics.get("macro_f1"),
+            "ECE": v.metrics.get("ece"),
+            "backbone": v.settings.get("backbone"),
+        }
+        for v in reversed(versions(session))
+    ]
+if not rows:
+    st.caption("No model yet. Label a few cases of every class, then press Retrain.")
+else:
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if me.role == "admin":
+        left, right = st.columns([1, 3])
+        chosen = left.selectbox("Version", [r["version"] for r in rows], label_visibility="collapsed")
+        if right.button("Make this version active (roll back)"):
+            try:
+                with _ui.session() as session:
+                    activate(session, chosen)
+            except RegistryError as err:
+                st.error(str(err))
+            else:
+                st.success(f"Version {chosen} is active; its predictions are shown everywhere.")
+                st.rerun()
+
+with st.expander("Job history"):
+    with _ui.session() as session:
+        jobs = session.scalars(select(Job).order_by(Job.id.desc()).limit(20)).all()
+        table = pd.DataFrame(
+            [
+                {
+                    "job": j.id,
+                    "status": j.status,
+                    "phase": j.phase,
+                    "created": j.created_at,
+                    "finished": j.finished_at,
+                    "model version": j.model_version_id,
+                    "error": j.error,
+                }
+                for j in jobs
+            ]
+        )
+    st.dataframe(table, hide_index=True, width="stretch")

@@ -1,0 +1,52 @@
+"""Page tests: the real app script under `AppTest`, signed in as a real account of a role.
+
+They run on SQLite only (the queries they drive are tested on both backends elsewhere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mics_core.auth import create_user
+from mics_core.config import Settings
+from mics_core.db import Database, init_db
+from pages._ui import SignedIn
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(db_url=f"sqlite:///{tmp_path / 'mics.db'}", data_root=tmp_path / "data")
+
+
+@pytest.fixture
+def db(settings: Settings) -> Database:
+    return init_db(settings.db_url)
+
+
+@pytest.fixture
+def open_page(monkeypatch, settings: Settings, db: Database) -> Callable[..., AppTest]:
+    """`open_page("pages/label.py", role="annotator")` → the page, run once, signed in."""
+    monkeypatch.setenv("MICS_DB_URL", settings.db_url)
+    monkeypatch.setenv("MICS_DATA_ROOT", str(settings.data_root))
+    monkeypatch.delenv("MICS_AUTH", raising=False)
+    accounts: dict[str, SignedIn] = {}
+
+    def open_page(path: str | None = None, role: str = "admin") -> AppTest:
+        if role not in accounts:
+            with db.session() as session:
+                user = create_user(session, f"{role}1", "a long password", role)
+                accounts[role] = SignedIn(user.id, user.username, role)
+        app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        app.session_state["user"] = accounts[role]
+        app.run()
+        if path is not None:
+            app.switch_page(path).run()
+        return app
+
+    return open_page
