@@ -85,8 +85,13 @@ def set_role(session: Session, user_id: int, role: str, active: bool = True) -> 
     user = session.get(User, user_id)
     if user is None:
         raise AuthError("There is no such user.")
-    admins = session.scalar(select(func.count()).select_from(User).where(User.role == "admin", User.active))
-    if user.role == "admin" and user.active and (role != "admin" or not active) and admins <= 1:
+    # other admins who can sign in: the passwordless single-user account cannot
+    other_admins = session.scalar(
+        select(func.count())
+        .select_from(User)
+        .where(User.role == "admin", User.active, User.password_hash.is_not(None), User.id != user.id)
+    )
+    if user.role == "admin" and user.active and (role != "admin" or not active) and not other_admins:
         raise AuthError("This is the only administrator; make another user admin first.")
     user.role, user.active = role, active
     return user

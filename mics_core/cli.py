@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--demo", action="store_true", help="if the database has no cases, generate and import the synthetic demo data"
     )
-    init.add_argument("--pairs", type=int, default=600, help="demo pairs to generate (default 600)")
+    init.add_argument("--pairs", type=int, help="demo pairs to generate (default MICS_DEMO_PAIRS or 600)")
     _add_db(init)
 
     demo = commands.add_parser("demo", help="write a synthetic paired WLI/NBI dataset with a ground-truth manifest")
@@ -143,7 +143,7 @@ class UserFacingError(Exception):
 def _cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     from mics_core.setup import ensure_database
 
-    summary = ensure_database(settings, demo_pairs=args.pairs if args.demo else 0)
+    summary = ensure_database(settings, demo_pairs=(args.pairs or settings.demo_pairs) if args.demo else 0)
     print(summary)
     return 0
 

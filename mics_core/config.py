@@ -40,6 +40,8 @@ class Settings:
     pretrain_growth: float = 0.5
     # A running job whose worker has not heart-beaten for this long is re-queued once, then failed.
     lease_seconds: float = 90.0
+    # Synthetic demo pairs generated on first run (`make run`, the Overview screen's button).
+    demo_pairs: int = 600
     # "password" (accounts, the default) or "none" (single user; only on a localhost-only server).
     auth_mode: str = "password"
 
@@ -62,6 +64,7 @@ class Settings:
             max_zip_entries=_env_int("MICS_MAX_ZIP_ENTRIES", cls.max_zip_entries),
             pretrain_growth=float(os.environ.get("MICS_PRETRAIN_GROWTH") or cls.pretrain_growth),
             lease_seconds=float(os.environ.get("MICS_LEASE_SECONDS") or cls.lease_seconds),
+            demo_pairs=_env_int("MICS_DEMO_PAIRS", cls.demo_pairs),
             auth_mode=os.environ.get("MICS_AUTH") or cls.auth_mode,
         )
 

@@ -80,9 +80,11 @@ def refresh_user() -> SignedIn | None:
 
 def require(page: str) -> SignedIn:
     """Stop the page with a clear message unless the signed-in user may open it."""
-    current = st.session_state.get("user")
+    current = refresh_user()
     if current is None or not allowed(current.role, page):
-        st.error("You do not have access to this screen. Ask an administrator for a role that includes it.")
+        st.error(
+            "You do not have access to this screen. Sign in again, or ask an administrator for a role that includes it."
+        )
         st.stop()
     return current
 

@@ -26,9 +26,10 @@ if synthetic is not None:
 if not stats.cases:
     st.info("No cases yet — import a folder or use the demo data.")
     if allowed(_ui.user().role, "import"):
-        if st.button("Load the demo data (600 synthetic pairs, about a minute)", type="primary"):
+        pairs = _ui.settings().demo_pairs
+        if st.button(f"Load the demo data ({pairs} synthetic pairs)", type="primary"):
             with st.spinner("Generating and importing the demo data…"):
-                message = ensure_database(_ui.settings(), demo_pairs=600)
+                message = ensure_database(_ui.settings(), demo_pairs=pairs)
             st.success(message)
             st.rerun()
         st.page_link("pages/import.py", label="Import your own images", icon=":material/upload:")
