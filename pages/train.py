@@ -39,7 +39,8 @@ with st.expander("Training settings"):
     left, right = st.columns(2)
     options = BACKBONES if defaults.backbone in BACKBONES else [defaults.backbone, *BACKBONES]
     backbone = left.selectbox("Backbone (timm)", options, index=options.index(defaults.backbone))
-    image_size = left.select_slider("Image size (pixels)", [64, 96, 128, 160, 192, 224], value=defaults.image_size)
+    sizes = sorted({64, 96, 128, 160, 192, 224, defaults.image_size})
+    image_size = left.select_slider("Image size (pixels)", sizes, value=defaults.image_size)
     device = left.selectbox("Device", ["cuda", "cpu"], help="cuda falls back to the CPU on a worker without a GPU.")
     pretrain_epochs = right.number_input("Pre-training epochs", 1, 1000, defaults.pretrain_epochs)
     finetune_epochs = right.number_input("Fine-tuning epochs", 1, 1000, defaults.finetune_epochs)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, date, datetime
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from mics_core.db.models import Case, ModelVersion, Prediction, User
-from mics_core.export import export_csv, neutralise, to_csv_bytes
+from mics_core.export import cases_frame, export_csv, filter_frame, history_frame, neutralise, to_csv_bytes
 from mics_core.ingest.importer import import_source
 from mics_core.labels import annotate, class_ids
 from tests.conftest import write_image
@@ -97,3 +98,81 @@ def test_history_exports_every_annotation_row(imported, tmp_path):
 def test_csv_is_utf8_with_bom_for_spreadsheets():
     data = to_csv_bytes(pd.DataFrame({"case_id": ["é"]}))
     assert data.startswith(b"\xef\xbb\xbf") and "é".encode() in data
+
+
+@pytest.fixture
+def dated(imported):
+    """Case a relabelled normal by dr_lee on 1 March 2024 at 23:59 UTC, the formula case
+    relabelled polyp by dr_kim on 3 March 00:00 UTC, case c unlabelled; the two import
+    rows (no user, today) stay in the history."""
+    with imported.session() as session:
+        cases = dict(session.execute(sa.select(Case.case_key, Case.id)).all())
+        lee, kim = User(username="dr_lee", role="annotator"), User(username="dr_kim", role="reviewer")
+        session.add_all([lee, kim])
+        session.flush()
+        for key, label, user, at in [
+            ("a", "normal", lee, datetime(2024, 3, 1, 23, 59, tzinfo=UTC)),
+            ("=HYPERLINK(1)", "polyp", kim, datetime(2024, 3, 3, 0, 0, tzinfo=UTC)),
+        ]:
+            row = annotate(session, cases[key], label, source="manual", user_id=user.id)
+            row.created_at = at
+    with imported.session() as session:
+        return cases_frame(session), history_frame(session)
+
+
+def test_filter_frame_without_filters_keeps_every_row(dated):
+    cases, history = dated
+    assert filter_frame(cases).equals(cases) and filter_frame(history).equals(history)
+
+
+def test_filter_frame_by_labels(dated):
+    cases, history = dated
+    assert list(filter_frame(cases, labels=["normal"])["case_id"]) == ["a"]
+    assert list(filter_frame(cases, labels=["normal", "polyp"])["case_id"]) == ["a", "=HYPERLINK(1)"]
+    assert list(filter_frame(history, labels=["normal"])[["case_id", "source"]].itertuples(index=False)) == [
+        ("=HYPERLINK(1)", "import"),
+        ("a", "manual"),
+    ]
+    assert filter_frame(cases, labels=[]).empty
+
+
+def test_filter_frame_by_users(dated):
+    cases, history = dated
+    assert list(filter_frame(cases, users=["dr_kim"])["case_id"]) == ["=HYPERLINK(1)"]
+    assert list(filter_frame(cases, users=["dr_kim", "dr_lee"])["case_id"]) == ["a", "=HYPERLINK(1)"]
+    assert list(filter_frame(history, users=["dr_lee"])["label"]) == ["normal"]
+
+
+def test_filter_frame_by_labels_and_users_together(dated):
+    cases, history = dated
+    assert filter_frame(cases, labels=["polyp"], users=["dr_lee"]).empty
+    assert list(filter_frame(history, labels=["polyp"], users=["dr_kim"])["case_id"]) == ["=HYPERLINK(1)"]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "keys"),
+    [
+        (date(2024, 3, 1), date(2024, 3, 1), ["a"]),  # 23:59 UTC is still 1 March
+        (date(2024, 3, 1), date(2024, 3, 3), ["a", "=HYPERLINK(1)"]),  # both ends included
+        (date(2024, 3, 2), date(2024, 3, 2), []),
+        (date(2024, 3, 3), None, ["=HYPERLINK(1)"]),
+        (None, date(2024, 3, 2), ["a"]),
+    ],
+)
+def test_filter_frame_by_date_range_includes_both_ends(dated, start, end, keys):
+    cases, history = dated
+    assert list(filter_frame(cases, start=start, end=end)["case_id"]) == keys
+    manual = filter_frame(history, start=start, end=end)
+    assert list(manual[manual["source"] == "manual"]["case_id"]) == keys
+
+
+def test_a_date_filter_drops_unlabelled_cases(dated):
+    cases, _ = dated
+    assert "c" in set(cases["case_id"])
+    assert list(filter_frame(cases, start=date(2000, 1, 1))["case_id"]) == ["a", "=HYPERLINK(1)"]
+
+
+def test_a_date_filter_on_the_history_keeps_the_rows_of_those_days(dated):
+    _, history = dated
+    assert list(filter_frame(history, start=date(2024, 3, 4))["source"]) == ["import", "import"]  # imported today
+    assert list(filter_frame(history, end=date(2024, 3, 4))["user"]) == ["dr_lee", "dr_kim"]

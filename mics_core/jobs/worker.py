@@ -63,12 +63,11 @@ class JobReporter(Reporter):
 
 def run_job(db: Database, settings: Settings, job: Job, device: str) -> tuple[str, str | None, int | None]:
     """Run one claimed job; return (status, error, model version id)."""
-    params = dict(job.params or {})
-    train = TrainSettings.from_env(
-        device=device, **{k: v for k, v in params.items() if k in TrainSettings.__dataclass_fields__}
-    )
-    train = replace(train, device=str(resolve_device(train.device)))
     try:
+        # the job's own settings win over the worker's device; a bad setting fails the job, not the worker
+        fields = TrainSettings.__dataclass_fields__
+        train = TrainSettings.from_env(**({"device": device} | {k: v for k, v in job.params.items() if k in fields}))
+        train = replace(train, device=str(resolve_device(train.device)))
         version = run_retrain(db, settings, train, JobReporter(db, job.id), force_pretrain=job.kind == "pretrain")
     except Cancelled as stop:
         return "cancelled", str(stop), None

@@ -169,3 +169,15 @@ def test_two_workers_on_postgres_never_run_the_same_job(project):
     jobs = [_job(db, i) for i in ids]
     assert all(job.attempts == 1 for job in jobs)
     assert len({job.model_version_id for job in jobs}) == 3
+
+
+def test_a_job_that_cannot_run_fails_on_its_row_and_the_worker_survives(settings, db):
+    """Settings in the job (device included, as the Train screen sends them) never crash the
+    worker: a job that cannot run is marked failed with the reason."""
+    from mics_core.jobs.worker import run_job
+
+    with db.session() as session:
+        job = request_retrain(session, {"device": "cuda", "backbone": "test_resnet", "finetune_epochs": 2})
+    status, error, version = run_job(db, settings, job, "cpu")
+    assert (status, version) == ("failed", None)
+    assert "there are no cases to train on" in error
