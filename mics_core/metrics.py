@@ -96,3 +96,14 @@ def held_out_report(held_out: dict[str, list], class_names: list[str]) -> dict[s
         "reliability": pd.concat(bins, ignore_index=True),
         "risk_coverage": pd.DataFrame({"coverage": coverage, "risk": risk}),
     }
+
+
+def json_safe(value: object) -> object:
+    """`value` with NaN and infinities replaced by None: PostgreSQL's JSON rejects them."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

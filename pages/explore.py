@@ -58,7 +58,10 @@ def scatter(data, title: str):
         height=560,
     )
     chart.update_traces(marker={"size": 6})
-    chart.update_layout(margin={"l": 0, "r": 0, "t": 40, "b": 0}, xaxis_visible=False, yaxis_visible=False)
+    # dragging selects (box); lasso, zoom and pan stay one click away in the chart's toolbar
+    chart.update_layout(
+        margin={"l": 0, "r": 0, "t": 40, "b": 0}, xaxis_visible=False, yaxis_visible=False, dragmode="select"
+    )
     return chart
 
 

@@ -12,6 +12,12 @@ from mics_core.registry import versions
 from pages import _ui
 
 _ui.require("model")
+
+
+def figure(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "n/a"
+
+
 st.title("Model quality")
 with _ui.session() as session:
     all_versions = versions(session)
@@ -74,11 +80,11 @@ with right:
         bins, x="confidence", y="accuracy", color="scaling", size="share", height=300, range_x=[0, 1], range_y=[0, 1]
     )
     diagram.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="perfect"))
-    before, after = version.metrics.get("ece_before_scaling"), version.metrics.get("ece")
-    diagram.update_layout(title=f"Reliability · ECE {before:.3f} before, {after:.3f} after temperature scaling")
+    before, after = (figure(version.metrics.get(k)) for k in ("ece_before_scaling", "ece"))
+    diagram.update_layout(title=f"Reliability · ECE {before} before, {after} after temperature scaling")
     st.plotly_chart(diagram, key="reliability")
     risk = px.line(report["risk_coverage"], x="coverage", y="risk", height=280, range_y=[0, 1])
-    risk.update_layout(title=f"Risk against coverage (AURC {version.metrics.get('aurc', float('nan')):.3f})")
+    risk.update_layout(title=f"Risk against coverage (AURC {figure(version.metrics.get('aurc'))})")
     st.plotly_chart(risk, key="risk_coverage")
 st.caption(
     f"Held-out: {version.metrics.get('n')} labelled cases kept out of training to fit the temperature and measure. "

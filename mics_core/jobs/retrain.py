@@ -23,6 +23,7 @@ from mics_core.db import Database
 from mics_core.db.models import ModelVersion, Prediction
 from mics_core.embed import project
 from mics_core.labels import class_ids, label_snapshot
+from mics_core.metrics import json_safe
 from mics_core.registry import activate, active_version, latest_encoders
 from mics_core.store import ImageStore, atomic_write
 from mics_core.train import MICSModel, Reporter, pretrain_encoders, train_mics
@@ -76,7 +77,7 @@ def run_retrain(
             checkpoint_path=str(path.relative_to(settings.data_root)),
             settings=asdict(train),
             class_names=classes,
-            metrics=model.metrics,
+            metrics=json_safe(model.metrics),
             label_snapshot=snapshot,
             parent_id=parent_id,
             n_labels=int(sum(r.label >= 0 for r in records)),

@@ -36,12 +36,13 @@ class FineTuned:
 
 
 def calibration_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices of the labelled rows, stratified; classes with < 3 labels stay in train."""
+    """(train, held-out) indices of the labelled rows, stratified: at least one held out of each class
+    with 3 or more labels (so a first model already reports held-out figures); smaller classes stay in train."""
     rng = np.random.default_rng(seed)
     train, held = [], []
     for y in np.unique(labels[labels >= 0]):
         rows = rng.permutation(np.flatnonzero(labels == y))
-        n_held = int(len(rows) * fraction) if len(rows) >= 3 else 0
+        n_held = max(1, round(len(rows) * fraction)) if len(rows) >= 3 else 0
         held += rows[:n_held].tolist()
         train += rows[n_held:].tolist()
     return np.sort(np.array(train, int)), np.sort(np.array(held, int))
