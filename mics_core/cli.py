@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="claim queued jobs and run them")
     worker.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     worker.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    worker.add_argument(
+        "--gpus", type=int, default=None, help="pre-train on this many GPUs of this host with torchrun (default 1)"
+    )
     _add_db(worker)
 
     retrain = commands.add_parser("retrain", help="ask for a retrain (starts a local worker when none is alive)")
@@ -234,7 +237,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from mics_core.jobs.worker import run_worker
 
-    run_worker(settings, device=args.device, once=args.once, log=lambda line: print(line, flush=True))
+    run_worker(settings, args.device, args.once, gpus=args.gpus, log=lambda line: print(line, flush=True))
     return 0
 
 

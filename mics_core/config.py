@@ -81,6 +81,8 @@ class TrainSettings:
     image_size: int = 128
     weights: str | None = None  # a local timm-compatible weights file; nothing is downloaded
     device: str = "cpu"
+    # processes for stage-1 pre-training (one per GPU, launched with torchrun; >1 on the CPU runs gloo)
+    gpus: int = 1
     seed: int = 0
     # stage 1: synergistic pre-training. The GPU preset uses ALBEF's momentum 0.995 and a long
     # queue; a CPU run has ~150 steps, too few for a slow momentum encoder to move, so the
@@ -141,7 +143,7 @@ class TrainSettings:
     @classmethod
     def from_env(cls, **overrides: object) -> TrainSettings:
         """The preset named by MICS_PRESET with MICS_BACKBONE, MICS_IMAGE_SIZE, MICS_PRETRAIN_EPOCHS,
-        MICS_FINETUNE_EPOCHS and MICS_DEVICE applied, then `overrides`."""
+        MICS_FINETUNE_EPOCHS, MICS_DEVICE, MICS_WEIGHTS and MICS_GPUS applied, then `overrides`."""
         env: dict[str, object] = {}
         for field_name, cast in (
             ("backbone", str),
@@ -150,6 +152,7 @@ class TrainSettings:
             ("finetune_epochs", int),
             ("device", str),
             ("weights", str),
+            ("gpus", int),
         ):
             raw = os.environ.get(f"MICS_{field_name.upper()}")
             if raw:

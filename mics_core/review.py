@@ -191,10 +191,13 @@ def _diverse(session, version, base, limit: int, seed: int, store: ImageStore | 
 
 
 def record_review(
-    session: Session, case_id: int, label: str, predicted: str, user_id: int | None, version_id: int | None
+    session: Session, case_id: int, label: str, predicted: str | None, user_id: int | None, version_id: int | None
 ) -> Annotation:
     """The reviewer's verdict as an annotation: `review-accept` when it is the prediction,
-    `review-correct` otherwise; both record that the suggestion was shown."""
+    `review-correct` otherwise, both recording that the suggestion was shown; with no
+    prediction (cold start) it is a plain `manual` label."""
+    if predicted is None:
+        return annotate(session, case_id, label, source="manual", user_id=user_id)
     source = "review-accept" if label == predicted else "review-correct"
     return annotate(
         session, case_id, label, source=source, user_id=user_id, suggestion_shown=True, model_version_id=version_id

@@ -119,7 +119,8 @@ for column, title, path, computed in (
             st.info(f"No {title} image: the model uses the other view.")
             continue
         caption = f"{title} — computed from WLI, not a real NBI image" if computed else title
-        st.image(_ui.image_png(str(path), zoom), caption=caption, width="stretch")
+        # the stored file itself at 1× (no re-encoding: instant), a cached centre crop when zoomed
+        st.image(str(path) if zoom == 1 else _ui.image_png(str(path), zoom), caption=caption, width="stretch")
 
 buttons = st.columns(min(len(classes), 9))
 for index, name in enumerate(classes):

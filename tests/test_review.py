@@ -215,6 +215,12 @@ def test_accepting_the_prediction_is_recorded_as_review_accept(db, cases, model,
     assert queue(db, "uncertainty", limit=1)[0].label == "polyp"
 
 
+def test_a_label_given_with_no_prediction_shown_is_a_plain_manual_label(db, cases, reviewer):
+    with db.session() as session:
+        row = record_review(session, cases[2], "ulcer", None, reviewer, None)
+        assert (row.source, row.suggestion_shown, row.model_version_id) == ("manual", False, None)
+
+
 def test_a_different_label_is_recorded_as_review_correct(db, cases, model, reviewer):
     with db.session() as session:
         row = record_review(session, cases[1], "polyp", "normal", reviewer, model)

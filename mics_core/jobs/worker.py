@@ -61,12 +61,15 @@ class JobReporter(Reporter):
             raise Cancelled(f"cancelled during {phase} at step {step} of {total}")
 
 
-def run_job(db: Database, settings: Settings, job: Job, device: str) -> tuple[str, str | None, int | None]:
+def run_job(
+    db: Database, settings: Settings, job: Job, device: str, gpus: int | None = None
+) -> tuple[str, str | None, int | None]:
     """Run one claimed job; return (status, error, model version id)."""
     try:
         # the job's own settings win over the worker's device; a bad setting fails the job, not the worker
         fields = TrainSettings.__dataclass_fields__
-        train = TrainSettings.from_env(**({"device": device} | {k: v for k, v in job.params.items() if k in fields}))
+        worker = {"device": device} | ({"gpus": gpus} if gpus else {})
+        train = TrainSettings.from_env(**(worker | {k: v for k, v in job.params.items() if k in fields}))
         train = replace(train, device=str(resolve_device(train.device)))
         version = run_retrain(db, settings, train, JobReporter(db, job.id), force_pretrain=job.kind == "pretrain")
     except Cancelled as stop:
@@ -93,7 +96,9 @@ def _heartbeat(db: Database, worker_id: str, state: dict, stop: threading.Event)
                     job.heartbeat_at = utcnow()
 
 
-def run_worker(settings: Settings, device: str = "cpu", once: bool = False, poll: float = 2.0, log=print) -> int:
+def run_worker(
+    settings: Settings, device: str = "cpu", once: bool = False, poll: float = 2.0, gpus: int | None = None, log=print
+) -> int:
     """Claim and run jobs until stopped (or after one job with `once`); return jobs run."""
     db = init_db(settings.db_url)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -120,7 +125,7 @@ def run_worker(settings: Settings, device: str = "cpu", once: bool = False, poll
                 continue
             state["job"] = job.id
             log(f"job {job.id} ({job.kind}) started")
-            status, error, version = run_job(db, settings, job, actual)
+            status, error, version = run_job(db, settings, job, actual, gpus)
             with db.session() as session:
                 finish(session, job.id, status, error, version)
             state["job"] = None

@@ -183,6 +183,20 @@ class SynergisticPretrainer(nn.Module):
             real_all,
         )
 
+    def forward(
+        self,
+        wli: torch.Tensor | None = None,
+        nbi: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        discriminate: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
+        """Both steps through one entry point, so DistributedDataParallel averages the gradients
+        of each: the generator-side `losses(wli, nbi)`, or with `discriminate=(recon, real)`
+        the discriminator's loss."""
+        if discriminate is not None:
+            return self.discriminator_loss(*discriminate)
+        return self.losses(wli, nbi, generator)
+
     def total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         s = self.settings
         return (

@@ -106,7 +106,11 @@ def record_tokens(
 
 
 def pretrain_encoders(records: list[PairRecord], settings: TrainSettings, reporter: Reporter = SILENT) -> Pretrained:
-    """Stage 1 on every record's pair (labels are ignored)."""
+    """Stage 1 on every record's pair (labels are ignored); with `settings.gpus` > 1, under torchrun."""
+    if settings.gpus > 1:
+        from mics_core.train.distributed import pretrain_distributed
+
+        return pretrain_distributed(records, settings, settings.gpus, reporter)
     return pretrain(load_pairs(records, settings.image_size), settings, reporter)
 
 

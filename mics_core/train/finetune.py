@@ -42,7 +42,7 @@ def calibration_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     train, held = [], []
     for y in np.unique(labels[labels >= 0]):
         rows = rng.permutation(np.flatnonzero(labels == y))
-        n_held = max(1, round(len(rows) * fraction)) if len(rows) >= 3 else 0
+        n_held = max(1, int(len(rows) * fraction)) if len(rows) >= 3 else 0
         held += rows[:n_held].tolist()
         train += rows[n_held:].tolist()
     return np.sort(np.array(train, int)), np.sort(np.array(held, int))

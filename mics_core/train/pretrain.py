@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from mics_core.config import TrainSettings
 from mics_core.data import augment, jitter_colour
@@ -34,14 +36,28 @@ def pretrain(images: torch.Tensor, settings: TrainSettings, reporter: Reporter =
     if len(images) < 2:
         raise ValueError("pre-training needs at least two image pairs")
     start = time.perf_counter()
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     device = resolve_device(settings.device)
     generator = seed_everything(settings.seed)
     model = SynergisticPretrainer(settings).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    shuffle = generator
+    if distributed:  # one batch order on every rank, but each rank its own augmentations and masks
+        shuffle, generator = generator, torch.Generator().manual_seed(settings.seed + 1 + rank)
+    step_model = (
+        DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+        if distributed
+        else model
+    )
     optimiser = torch.optim.AdamW(model.generator_parameters(), lr=settings.pretrain_lr, weight_decay=0.05)
     d_optimiser = torch.optim.AdamW(model.discriminator.parameters(), lr=settings.pretrain_lr, betas=(0.5, 0.999))
     batch = min(settings.pretrain_batch, len(images))
+    if batch < world:
+        raise ValueError(f"a batch of {batch} pairs cannot be split over {world} processes")
     per_epoch = max(1, len(images) // batch)
     total = settings.pretrain_epochs * per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, total))))
@@ -49,20 +65,20 @@ def pretrain(images: torch.Tensor, settings: TrainSettings, reporter: Reporter =
     model.train()
     step = 0
     for _ in range(settings.pretrain_epochs):
-        order = torch.randperm(len(images), generator=generator)
+        order = torch.randperm(len(images), generator=shuffle)
         for b in range(per_epoch):
-            idx = order[b * batch : (b + 1) * batch]
+            idx = order[b * batch : (b + 1) * batch][rank::world]
             wli = normalise(jitter_colour(augment(images[idx, 0], generator), generator).to(device))
             nbi = normalise(jitter_colour(augment(images[idx, 1], generator), generator).to(device))
             with autocast(device):
-                losses, recon, real = model.losses(wli, nbi, generator)
+                losses, recon, real = step_model(wli, nbi, generator)
                 loss = model.total(losses)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
             with autocast(device):
-                d_loss = model.discriminator_loss(recon.float(), real)
+                d_loss = step_model(discriminate=(recon.float(), real))
             d_optimiser.zero_grad(set_to_none=True)
             d_loss.backward()
             d_optimiser.step()
@@ -71,6 +87,7 @@ def pretrain(images: torch.Tensor, settings: TrainSettings, reporter: Reporter =
             record = {name: value.item() for name, value in losses.items()}
             record |= {"total": loss.item(), "discriminator": d_loss.item()}
             history.append(record)
-            reporter.step("pretrain", step, total, record)
+            if rank == 0:
+                reporter.step("pretrain", step, total, record)
     state = {k: v.detach().cpu().contiguous() for k, v in model.encoders.state_dict().items()}
     return Pretrained(state, history, time.perf_counter() - start)
