@@ -17,9 +17,7 @@ TINY = {"backbone": "test_resnet", "image_size": 32, "pretrain_epochs": 1, "pret
 
 @pytest.fixture
 def records(tmp_path) -> list[PairRecord]:
-    return [
-        PairRecord(f"c{i}", write_image(tmp_path / f"w{i}.png", i, (32, 32)), None, f"{i:032x}") for i in range(8)
-    ]
+    return [PairRecord(f"c{i}", write_image(tmp_path / f"w{i}.png", i, (32, 32)), None, f"{i:032x}") for i in range(8)]
 
 
 def test_two_processes_pretrain_and_report_every_step(records):
