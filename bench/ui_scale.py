@@ -14,12 +14,15 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import insert, select
+from sqlalchemy import create_engine, insert, select
+from sqlalchemy.engine import make_url
 
 from mics_core.browse import case_order, case_table, case_view
 from mics_core.db import init_db
@@ -107,6 +110,24 @@ def load_everything(session) -> pd.DataFrame:
     return frame.sort_values(["uncertainty", "case_id"], ascending=[False, True]).head(50)
 
 
+@contextmanager
+def scratch_schema(url: str | None) -> Iterator[str | None]:
+    """On PostgreSQL, a schema of its own that is dropped afterwards (never the public one)."""
+    if url is None or make_url(url).get_backend_name() == "sqlite":
+        yield url
+        return
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
 def timed(call: Callable[[], object], repeats: int = 5) -> float:
     times = []
     for _ in range(repeats):
@@ -121,8 +142,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--db", help="database URL (default: a scratch SQLite file)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        db = init_db(args.db or f"sqlite:///{tmp}/scale.db")
+    with tempfile.TemporaryDirectory() as tmp, scratch_schema(args.db) as url:
+        db = init_db(url or f"sqlite:///{tmp}/scale.db")
         started = time.perf_counter()
         middle = build(db, args.cases)
         seconds = time.perf_counter() - started

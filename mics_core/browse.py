@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from mics_core.db.models import Annotation, Case, Image, ImportBatch, LabelClass, ModelVersion, Prediction, User
-from mics_core.labels import current_label_table
+from mics_core.labels import current_label_id
 from mics_core.registry import active_version
 from mics_core.store import ImageStore
 
@@ -36,15 +36,15 @@ def case_order(
     seed: int = 0,
 ) -> list[int]:
     """Case ids in the order the labeller sees them."""
-    current = current_label_table()
-    query = select(Case.id).outerjoin(current, current.c.case_id == Case.id)
+    label_id = current_label_id(Case.id)
+    query = select(Case.id)
     if order == "unlabelled first":
-        query = query.order_by(current.c.label_id.is_not(None), Case.id)
+        query = query.order_by(label_id.is_not(None), Case.id)
     elif order == "by class":
         class_id = session.scalar(select(LabelClass.id).where(LabelClass.name == class_name))
         if class_id is None:
             raise BrowseError(f"{class_name!r} is not in the class list")
-        query = query.where(current.c.label_id == class_id).order_by(Case.id)
+        query = query.where(label_id == class_id).order_by(Case.id)
     elif order == "by batch":
         query = query.where(Case.batch_id == batch_id).order_by(Case.id)
     elif order == "random":
@@ -127,7 +127,6 @@ def case_view(session: Session, store: ImageStore, case_id: int) -> CaseView:
 
 def case_table(session: Session, offset: int = 0, limit: int = 50) -> pd.DataFrame:
     """One page of cases: key, current label, the active model's prediction, NBI origin, batch."""
-    current = current_label_table()
     label, predicted, nbi = aliased(LabelClass), aliased(LabelClass), aliased(Image)
     active = select(ModelVersion.id).where(ModelVersion.active, ModelVersion.kind == "mics").scalar_subquery()
     rows = session.execute(
@@ -141,8 +140,8 @@ def case_table(session: Session, offset: int = 0, limit: int = 50) -> pd.DataFra
             Case.batch_id,
             Case.created_at,
         )
-        .outerjoin(current, current.c.case_id == Case.id)
-        .outerjoin(label, current.c.label_id == label.id)
+        .select_from(Case)
+        .outerjoin(label, current_label_id(Case.id) == label.id)
         .outerjoin(Prediction, (Prediction.case_id == Case.id) & (Prediction.model_version_id == active))
         .outerjoin(predicted, Prediction.label_id == predicted.id)
         .outerjoin(nbi, Case.nbi_image_id == nbi.id)

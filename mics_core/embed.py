@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from mics_core.db.models import Case, LabelClass, ModelVersion, Prediction
-from mics_core.labels import current_label_table
+from mics_core.labels import current_label_id
 
 PROJECTION_COLUMNS = [
     "case_id",
@@ -36,7 +36,6 @@ def project(embeddings: np.ndarray, seed: int = 0) -> np.ndarray | None:
 
 def projection_frame(session: Session, version_id: int) -> pd.DataFrame:
     """Every projected case of one model version with what the scatter colours by."""
-    current = current_label_table()
     label, predicted = aliased(LabelClass), aliased(LabelClass)
     rows = session.execute(
         select(
@@ -51,9 +50,9 @@ def projection_frame(session: Session, version_id: int) -> pd.DataFrame:
             Prediction.conflict,
             Case.batch_id,
         )
+        .select_from(Case)
         .join(Prediction, Prediction.case_id == Case.id)
-        .outerjoin(current, current.c.case_id == Case.id)
-        .outerjoin(label, current.c.label_id == label.id)
+        .outerjoin(label, current_label_id(Case.id) == label.id)
         .join(predicted, Prediction.label_id == predicted.id)
         .where(Prediction.model_version_id == version_id, Prediction.umap_x.is_not(None))
         .order_by(Case.id)

@@ -19,7 +19,7 @@ from sqlalchemy import false, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from mics_core.db.models import Annotation, Case, Image, LabelClass, ModelVersion, Prediction
-from mics_core.labels import annotate, current_label_table, newest_annotation_ids
+from mics_core.labels import annotate, current_label_id, newest_annotation_ids
 from mics_core.registry import active_version
 from mics_core.store import ImageStore
 
@@ -80,11 +80,11 @@ def rank(
 
 def _candidates(session: Session, version: ModelVersion | None, filters: Filters):
     """One row per candidate case: ids, key, current label, and the active prediction's columns."""
-    current = current_label_table()
+    label_id = current_label_id(Case.id)
     query = select(
         Case.id.label("case_id"),
         Case.case_key,
-        current.c.label_id,
+        label_id.label("label_id"),
         Prediction.label_id.label("predicted_id"),
         Prediction.probability,
         Prediction.margin,
@@ -92,15 +92,15 @@ def _candidates(session: Session, version: ModelVersion | None, filters: Filters
         Prediction.conflict,
         Prediction.wli_label_id,
         Prediction.nbi_label_id,
-    ).outerjoin(current, current.c.case_id == Case.id)
+    ).select_from(Case)
     if version is not None:
         query = query.join(Prediction, (Prediction.case_id == Case.id) & (Prediction.model_version_id == version.id))
     else:
         query = query.outerjoin(Prediction, false())  # no model yet: every prediction column is NULL
     if filters.unlabelled_only:
-        query = query.where(current.c.label_id.is_(None))
+        query = query.where(label_id.is_(None))
     if filters.label_disagrees:
-        query = query.where(current.c.label_id.is_not(None), current.c.label_id != Prediction.label_id)
+        query = query.where(label_id.is_not(None), label_id != Prediction.label_id)
     if filters.predicted_class is not None:
         class_id = session.scalar(select(LabelClass.id).where(LabelClass.name == filters.predicted_class))
         if class_id is None:
