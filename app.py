@@ -88,6 +88,6 @@ if signed_in():
     )
     _ui.sidebar()
     if _ui.settings().auth_mode != "none" and st.sidebar.button("Sign out", icon=":material/logout:"):
-        st.session_state.pop("user", None)
+        st.session_state.clear()  # nothing of this user's session (selections, reports) stays in the tab
         st.rerun()
     navigation.run()

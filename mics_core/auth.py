@@ -43,6 +43,8 @@ def create_user(session: Session, username: str, password: str, role: str = "ann
     username = username.strip()
     if not username or len(username) > 100:
         raise AuthError("A user name must be 1 to 100 characters.")
+    if username.lower() == SINGLE_USER:
+        raise AuthError(f"The user name {SINGLE_USER!r} is reserved for single-user mode.")
     if role not in ROLES:
         raise AuthError(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.")
     if len(password) < MIN_PASSWORD:

@@ -114,6 +114,18 @@ def annotate(
     return row
 
 
+def undo_annotation(session: Session, annotation_id: int, user_id: int | None = None) -> Annotation:
+    """Undo one specific annotation (the one this user just made), only while it is still its
+    case's newest: someone else's later label is never rolled back."""
+    row = session.get(Annotation, annotation_id)
+    if row is None:
+        raise LabelError("there is no such label to undo")
+    newest = session.scalar(select(func.max(Annotation.id)).where(Annotation.case_id == row.case_id))
+    if newest != annotation_id:
+        raise LabelError("the case was labelled again since, so that label is no longer the current one")
+    return undo(session, row.case_id, user_id)
+
+
 def undo(session: Session, case_id: int, user_id: int | None = None) -> Annotation:
     """Restore the label the case had before its newest annotation, as a new row."""
     history = list(

@@ -47,6 +47,7 @@ class Filters:
     label_disagrees: bool = False  # the current label differs from the prediction: label errors
     predicted_class: str | None = None
     min_uncertainty: float | None = None
+    case_ids: tuple[int, ...] | None = None  # only these cases (a selection sent from Explore)
 
 
 def rank(
@@ -106,6 +107,8 @@ def _candidates(session: Session, version: ModelVersion | None, filters: Filters
         if class_id is None:
             raise ReviewError(f"{filters.predicted_class!r} is not in the class list")
         query = query.where(Prediction.label_id == class_id)
+    if filters.case_ids is not None:
+        query = query.where(Case.id.in_(filters.case_ids))
     if filters.min_uncertainty is not None:
         query = query.where(Prediction.uncertainty >= filters.min_uncertainty)
     base = query.subquery()

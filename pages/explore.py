@@ -9,12 +9,13 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
+from mics_core.auth import allowed
 from mics_core.browse import case_view
 from mics_core.embed import previous_version, projection_frame
 from mics_core.registry import active_version
 from pages import _ui
 
-_ui.require("explore")
+me = _ui.require("explore")
 state = st.session_state
 COLOURS = {
     "current label": "label",
@@ -91,7 +92,7 @@ send_label, send_review, _ = st.columns([1, 1, 2])
 if send_label.button("Send to the Label queue", type="primary", icon=":material/label:"):
     state["label_selection"] = selected
     st.switch_page("pages/label.py")
-if send_review.button("Send to the Review queue", icon=":material/fact_check:"):
+if allowed(me.role, "review") and send_review.button("Send to the Review queue", icon=":material/fact_check:"):
     state["review_selection"] = selected
     st.switch_page("pages/review.py")
 

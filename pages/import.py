@@ -29,10 +29,12 @@ st.write(
 )
 
 
-def run_import(source: Path, name: str) -> None:
+def run_import(source: Path, name: str, use_labels: bool) -> None:
     try:
         with st.spinner("Checking and importing the images…"):
-            report = import_source(source, _ui.database(), settings, user_id=me.id, display_name=name)
+            report = import_source(
+                source, _ui.database(), settings, use_labels=use_labels, user_id=me.id, display_name=name
+            )
     except SourceError as err:
         st.error(f"Nothing was imported: {err}.")
         return
@@ -49,16 +51,17 @@ with upload_tab, st.form("upload", clear_on_submit=True):
             archive = Path(folder) / "upload.zip"
             with archive.open("wb") as out:
                 shutil.copyfileobj(upload, out)
-            run_import(archive, upload.name)
+            run_import(archive, upload.name, use_labels)
 
 with server_tab, st.form("server_path"):
     path = st.text_input("Path on the server", placeholder="/data/endoscopy/2026-batch or /data/manifest.csv")
+    folder_labels = st.checkbox("Import the labels it contains (never replaces an existing label)", value=True)
     if st.form_submit_button("Import", type="primary") and path.strip():
         source = Path(path.strip()).expanduser()
         if not source.exists():
             st.error(f"There is no file or folder at {source} on the server.")
         else:
-            run_import(source, str(source))
+            run_import(source, str(source), folder_labels)
 
 report: ImportReport | None = st.session_state.get("import_report")
 if report is not None:

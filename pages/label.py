@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from mics_core.browse import ORDERS, BrowseError, batches, case_order, case_view
-from mics_core.labels import LabelError, annotate, class_names, undo
+from mics_core.labels import LabelError, annotate, class_names, undo_annotation
 from mics_core.stats import dataset_stats
 from pages import _ui
 
@@ -64,6 +64,7 @@ if state.get("label_queue_key") != wanted:
             st.error(str(err))
             st.stop()
     state["label_queue"], state["label_queue_key"], state["label_pos"] = queue, wanted, 0
+    state.pop("label_last", None)
 queue: list[int] = state["label_queue"]
 if not queue:
     st.info("No cases match this choice.")
@@ -78,21 +79,27 @@ def move(step: int) -> None:
 def give_label(case_id: int, name: str) -> None:
     note = state.get(f"note_{case_id}") or None
     with _ui.session() as session:
-        annotate(session, case_id, name, source="manual", user_id=me.id, note=note)
-    state["label_last"] = (case_id, state["label_pos"])
+        row = annotate(session, case_id, name, source="manual", user_id=me.id, note=note)
+        state["label_last"] = (row.id, case_id)
     state["label_flash"] = f"Labelled {name}."
     move(1)
 
 
 def undo_last() -> None:
-    case_id, position = state.get("label_last") or (queue[state["label_pos"]], state["label_pos"])
+    """Undo the last label given on this screen in this session (and only that one)."""
+    last = state.pop("label_last", None)
+    if last is None:
+        state["label_flash"] = "Nothing to undo: no label was given here since the queue was opened."
+        return
+    annotation_id, case_id = last
     try:
         with _ui.session() as session:
-            undo(session, case_id, user_id=me.id)
+            undo_annotation(session, annotation_id, user_id=me.id)
     except LabelError as err:
-        state["label_flash"] = f"Nothing to undo: {err}."
+        state["label_flash"] = f"Not undone: {err}."
         return
-    state["label_last"], state["label_pos"] = None, position
+    if case_id in queue:
+        state["label_pos"] = queue.index(case_id)
     state["label_flash"] = "Undone: the previous label is restored."
 
 

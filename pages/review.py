@@ -56,21 +56,21 @@ filters = Filters(
     label_disagrees=show.startswith("label"),
     predicted_class=predicted_class,
     min_uncertainty=threshold or None,
+    case_ids=tuple(selection) if selection else None,
 )
 if version is None:
     st.caption("No model yet: the diversity strategy picks typical, varied cases to label first.")
 
-wanted = (strategy, filters, tuple(selection or ()))
+# ranked again whenever the filters or the active model change (a retrain or a rollback meanwhile)
+wanted = (strategy, filters, version_id)
 if state.get("review_key") != wanted:
     try:
         with st.spinner("Ranking…"), _ui.session() as session:
-            items = rank(session, strategy, PAGE if not selection else 10_000, filters, store=_ui.store())
+            limit = len(selection) if selection else PAGE
+            items = rank(session, strategy, limit, filters, store=_ui.store())
     except ReviewError as err:
         st.warning(str(err).capitalize() + ".")
         st.stop()
-    if selection:
-        order = {case_id: i for i, case_id in enumerate(selection)}
-        items = sorted((i for i in items if i.case_id in order), key=lambda i: order[i.case_id])
     state["review_items"], state["review_key"], state["review_pos"] = items, wanted, 0
 items = state["review_items"]
 if not items:
@@ -99,6 +99,7 @@ def skip() -> None:
 with _ui.session() as session:
     case = case_view(session, _ui.store(), item.case_id)
     neighbours = nearest_labelled(session, item.case_id)
+    shown = prediction(session, version_id, item.case_id) if version_id else None
 if flash := state.pop("review_flash", None):
     st.toast(flash)
 
@@ -115,13 +116,11 @@ for column, title, path, computed in (
         column.image(_ui.image_png(str(path)), caption=f"{title} (computed)" if computed else title, width="stretch")
 
 with views[2]:
-    if version is not None and item.predicted is not None:
-        with _ui.session() as session:
-            shown = prediction(session, version_id, item.case_id)
-            probs = list(shown.probs)
-            details = (shown.uncertainty, shown.uncertainty_wli, shown.uncertainty_nbi, shown.conflict)
+    if shown is not None and item.predicted is not None:
+        probs = list(shown.probs)
+        details = (shown.uncertainty, shown.uncertainty_wli, shown.uncertainty_nbi, shown.conflict)
         st.markdown(f"Model suggests **{item.predicted}** · calibrated probability **{item.probability:.0%}**")
-        chart = px.bar(x=probs, y=version.class_names, orientation="h", range_x=[0, 1], height=200)
+        chart = px.bar(x=probs, y=version.class_names[: len(probs)], orientation="h", range_x=[0, 1], height=200)
         chart.update_layout(margin={"l": 0, "r": 0, "t": 0, "b": 0}, xaxis_title="probability", yaxis_title=None)
         st.plotly_chart(chart, key="probs")
         st.caption(

@@ -56,11 +56,15 @@ params = {
 if st.button("Retrain", type="primary", icon=":material/model_training:"):
     with _ui.session() as session:
         job = request_retrain(session, params, user_id=me.id)
-        job_id = job.id
+        job_id, joined = job.id, job.params != params
     if not workers:
         with st.spinner("Starting a worker on this machine…"):
             ensure_local_worker(_ui.settings(), device)
-    st.toast(f"Retrain job {job_id} is queued.")
+    st.toast(
+        f"A retrain was already queued (job {job_id}); it will train on your labels too, with its own settings."
+        if joined
+        else f"Retrain job {job_id} is queued."
+    )
 
 
 def eta_text(seconds: float | None) -> str:

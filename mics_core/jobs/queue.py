@@ -8,6 +8,7 @@ worker per SQLite file is the supported setup).
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -77,7 +78,7 @@ def report_progress(
     job = session.get(Job, job_id, populate_existing=True)
     job.phase, job.step, job.total, job.loss, job.eta_seconds = phase, step, total, loss, eta
     job.heartbeat_at = utcnow()
-    if loss is not None and len(job.curve) < CURVE_POINTS:
+    if loss is not None and math.isfinite(loss) and len(job.curve) < CURVE_POINTS:
         job.curve = [*job.curve, [phase, step, round(float(loss), 6)]]
     if log_line:
         job.log_tail = (job.log_tail + log_line.rstrip() + "\n")[-LOG_TAIL_CHARS:]

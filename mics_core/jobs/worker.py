@@ -61,16 +61,24 @@ class JobReporter(Reporter):
             raise Cancelled(f"cancelled during {phase} at step {step} of {total}")
 
 
+def job_settings(params: dict, device: str, gpus: int | None = None) -> TrainSettings:
+    """A job's training settings: its own choices over the environment's, except the device —
+    a job may ask for the CPU, but which GPU (and how many) is the worker's to say."""
+    chosen = {k: v for k, v in params.items() if k in TrainSettings.__dataclass_fields__}
+    if chosen.get("device") != "cpu":
+        chosen.pop("device", None)
+    worker = {"device": device} | ({"gpus": gpus} if gpus else {})
+    train = TrainSettings.from_env(**(worker | chosen))
+    return replace(train, device=str(resolve_device(train.device)))
+
+
 def run_job(
     db: Database, settings: Settings, job: Job, device: str, gpus: int | None = None
 ) -> tuple[str, str | None, int | None]:
     """Run one claimed job; return (status, error, model version id)."""
     try:
         # the job's own settings win over the worker's device; a bad setting fails the job, not the worker
-        fields = TrainSettings.__dataclass_fields__
-        worker = {"device": device} | ({"gpus": gpus} if gpus else {})
-        train = TrainSettings.from_env(**(worker | {k: v for k, v in job.params.items() if k in fields}))
-        train = replace(train, device=str(resolve_device(train.device)))
+        train = job_settings(job.params, device, gpus)
         version = run_retrain(db, settings, train, JobReporter(db, job.id), force_pretrain=job.kind == "pretrain")
     except Cancelled as stop:
         return "cancelled", str(stop), None

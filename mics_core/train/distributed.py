@@ -27,7 +27,7 @@ from mics_core.config import TrainSettings
 from mics_core.data import PairRecord, load_pairs
 from mics_core.store import atomic_write
 from mics_core.train.pretrain import Pretrained, pretrain
-from mics_core.train.progress import SILENT, Cancelled, Reporter
+from mics_core.train.progress import SILENT, Reporter
 
 PROGRESS = "MICS-PROGRESS "
 
@@ -52,7 +52,7 @@ def pretrain_distributed(
                     reporter.step("pretrain", step, total, losses)
                 else:
                     tail = [*tail[-40:], line.rstrip()]
-        except Cancelled:
+        except BaseException:  # cancelled, or the worker itself is stopping: free the GPUs too
             os.killpg(process.pid, signal.SIGTERM)
             process.wait()
             raise

@@ -56,8 +56,8 @@ def pretrain(images: torch.Tensor, settings: TrainSettings, reporter: Reporter =
     optimiser = torch.optim.AdamW(model.generator_parameters(), lr=settings.pretrain_lr, weight_decay=0.05)
     d_optimiser = torch.optim.AdamW(model.discriminator.parameters(), lr=settings.pretrain_lr, betas=(0.5, 0.999))
     batch = min(settings.pretrain_batch, len(images))
-    if batch < world:
-        raise ValueError(f"a batch of {batch} pairs cannot be split over {world} processes")
+    if batch < 2 * world:  # every process needs two pairs (contrastive negatives, batch norm)
+        raise ValueError(f"a batch of {batch} pairs cannot be split over {world} processes (2 each at least)")
     per_epoch = max(1, len(images) // batch)
     total = settings.pretrain_epochs * per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, total))))

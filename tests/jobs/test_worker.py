@@ -181,3 +181,13 @@ def test_a_job_that_cannot_run_fails_on_its_row_and_the_worker_survives(settings
     status, error, version = run_job(db, settings, job, "cpu")
     assert (status, version) == ("failed", None)
     assert "there are no cases to train on" in error
+
+
+def test_a_job_chooses_its_settings_but_not_which_gpu():
+    from mics_core.jobs.worker import job_settings
+
+    assert job_settings({"device": "cuda", "finetune_epochs": 3}, "cpu").device == "cpu"  # a CPU worker stays on it
+    assert job_settings({"device": "cpu"}, "cuda").device == "cpu"  # asking for the CPU is allowed
+    chosen = job_settings({"backbone": "test_resnet", "gpus": 8, "unknown": 1}, "cpu", gpus=2)
+    assert (chosen.backbone, chosen.gpus) == ("test_resnet", 8)
+    assert job_settings({}, "cpu", gpus=2).gpus == 2

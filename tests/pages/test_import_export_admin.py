@@ -8,7 +8,7 @@ import zipfile
 from sqlalchemy import func, select
 
 from mics_core.db.models import Case, User
-from mics_core.labels import class_names
+from mics_core.labels import class_names, current_labels
 from tests.conftest import make_project, write_image
 
 
@@ -29,6 +29,18 @@ def test_import_of_a_server_folder_reports_what_was_skipped_and_why(open_page, d
     assert list(problems["file"]) == ["broken.png"]
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Case)) == 3
+
+
+def test_import_can_leave_the_sources_labels_out(open_page, db, tmp_path):
+    for name in ("polyp", "normal"):
+        write_image(tmp_path / "src" / "WLI" / name / f"{name}.png", len(name))
+    app = open_page("pages/import.py")
+    app.text_input[0].input(str(tmp_path / "src"))
+    app.checkbox[1].uncheck()
+    _button(app, "Import").click().run()
+    assert app.success[0].value.startswith("2 new case(s) imported")
+    with db.session() as session:
+        assert current_labels(session) == {}
 
 
 def test_import_of_a_missing_path_says_so(open_page, tmp_path):

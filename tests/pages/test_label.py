@@ -75,3 +75,12 @@ def test_a_selection_sent_from_explore_becomes_the_queue(open_page, db, settings
     assert app.subheader[0].value == "Case case04"
     _button(app, "Back to all cases").click().run()
     assert app.subheader[0].value == "Case case00"
+
+
+def test_undo_with_nothing_given_here_changes_nothing(open_page, db, settings, tmp_path):
+    ids = make_project(db, settings, tmp_path, cases=3, labelled=3)
+    app = open_page("pages/label.py")
+    _button(app, "Undo").click().run()
+    with db.session() as session:
+        assert len(current_labels(session)) == 3 and ids[0] in current_labels(session)
+        assert "undo" not in set(session.scalars(select(Annotation.source)))

@@ -80,3 +80,10 @@ def test_overview_of_an_empty_project_offers_the_demo_data(open_page):
     app = open_page("pages/overview.py")
     assert "No cases yet" in app.info[0].value
     assert any(b.label.startswith("Load the demo data") for b in app.button)
+
+
+def test_an_annotator_cannot_send_a_selection_to_review(open_page, db, settings, tmp_path):
+    _project(db, settings, tmp_path)
+    app = open_page("pages/explore.py", role="annotator")
+    assert not app.exception
+    assert not any(b.label == "Send to the Review queue" for b in app.button)
