@@ -105,6 +105,17 @@ def image_png(path: str, zoom: int = 1, size: int | None = None) -> bytes:
     return out.getvalue()
 
 
+def explore_selection(key: str, message: str, back: str) -> list[int] | None:
+    """The case ids sent here from Explore under `key`, with a banner and a button that drops them."""
+    selection = st.session_state.get(key)
+    if selection:
+        st.info(message.format(n=len(selection)))
+        if st.button(back):
+            st.session_state.pop(key)
+            st.rerun()
+    return selection
+
+
 def sidebar() -> None:
     """Dataset size, labelled count, the active model and whether a job is running."""
     with session() as opened:

@@ -43,12 +43,9 @@ elif order == "by batch":
     )
 zoom = right.segmented_control("Zoom", [1, 2, 4], default=1, format_func=lambda z: f"{z}×", key="label_zoom") or 1
 
-selection = state.get("label_selection")
-if selection:
-    st.info(f"Showing the {len(selection)} case(s) selected in Explore.")
-    if st.button("Back to all cases"):
-        state.pop("label_selection")
-        st.rerun()
+selection = _ui.explore_selection(
+    "label_selection", "Showing the {n} case(s) selected in Explore.", "Back to all cases"
+)
 
 # The order is fixed when the filter changes, so labelling a case does not reshuffle the queue.
 wanted = (order, class_filter, batch_filter, tuple(selection or ()))

@@ -36,12 +36,9 @@ with _ui.session() as session:
     version = active_version(session)
     version_id = version.id if version else None
 
-selection = state.get("review_selection")
-if selection:
-    st.info(f"Reviewing the {len(selection)} case(s) selected in Explore.")
-    if st.button("Back to the ranked queue"):
-        state.pop("review_selection")
-        st.rerun()
+selection = _ui.explore_selection(
+    "review_selection", "Reviewing the {n} case(s) selected in Explore.", "Back to the ranked queue"
+)
 
 left, middle, right = st.columns(3)
 default = STRATEGIES.index("uncertainty" if version else "diversity")

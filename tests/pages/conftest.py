@@ -19,6 +19,11 @@ from pages._ui import SignedIn
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def button(app: AppTest, label: str):
+    """The button with this label on the page."""
+    return next(b for b in app.button if b.label == label)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(db_url=f"sqlite:///{tmp_path / 'mics.db'}", data_root=tmp_path / "data")

@@ -10,10 +10,7 @@ from sqlalchemy import func, select
 from mics_core.db.models import Case, User
 from mics_core.labels import class_names, current_labels
 from tests.conftest import make_project, write_image
-
-
-def _button(app, label: str):
-    return next(b for b in app.button if b.label == label)
+from tests.pages.conftest import button
 
 
 def test_import_of_a_server_folder_reports_what_was_skipped_and_why(open_page, db, tmp_path):
@@ -22,7 +19,7 @@ def test_import_of_a_server_folder_reports_what_was_skipped_and_why(open_page, d
     (tmp_path / "src" / "WLI" / "broken.png").write_bytes(b"\x89PNG not really")
     app = open_page("pages/import.py", role="reviewer")
     app.text_input[0].input(str(tmp_path / "src"))
-    _button(app, "Import").click().run()
+    button(app, "Import").click().run()
     assert not app.exception
     assert app.success[0].value.startswith("3 new case(s) imported")
     problems = app.dataframe[0].value
@@ -37,7 +34,7 @@ def test_import_can_leave_the_sources_labels_out(open_page, db, tmp_path):
     app = open_page("pages/import.py")
     app.text_input[0].input(str(tmp_path / "src"))
     app.checkbox[1].uncheck()
-    _button(app, "Import").click().run()
+    button(app, "Import").click().run()
     assert app.success[0].value.startswith("2 new case(s) imported")
     with db.session() as session:
         assert current_labels(session) == {}
@@ -46,7 +43,7 @@ def test_import_can_leave_the_sources_labels_out(open_page, db, tmp_path):
 def test_import_of_a_missing_path_says_so(open_page, tmp_path):
     app = open_page("pages/import.py")
     app.text_input[0].input(str(tmp_path / "nowhere"))
-    _button(app, "Import").click().run()
+    button(app, "Import").click().run()
     assert "There is no file or folder" in app.error[0].value
 
 
@@ -57,11 +54,11 @@ def test_a_zip_upload_is_imported_and_a_non_zip_is_refused(open_page, db, tmp_pa
             archive.write(write_image(tmp_path / f"w{i}.png", i), f"study/WLI/w{i}.png")
     app = open_page("pages/import.py")
     app.file_uploader[0].upload("study.zip", buffer.getvalue(), "application/zip")
-    _button(app, "Import the zip").click().run()
+    button(app, "Import the zip").click().run()
     assert not app.exception
     assert app.success[0].value.startswith("2 new case(s) imported")
     app.file_uploader[0].upload("fake.zip", b"not a zip", "application/zip")
-    _button(app, "Import the zip").click().run()
+    button(app, "Import the zip").click().run()
     assert "Nothing was imported" in app.error[0].value
 
 
@@ -86,14 +83,14 @@ def test_admin_adds_a_user_a_class_and_keeps_the_last_admin(open_page, db):
     name_box, password_box = app.text_input[0], app.text_input[1]
     name_box.input("dr.lee")
     password_box.input("a long password")
-    _button(app, "Add user").click().run()
+    button(app, "Add user").click().run()
     assert "Added dr.lee" in app.success[0].value
     app.text_input[2].input("barrett")
-    _button(app, "Add class").click().run()
+    button(app, "Add class").click().run()
     with db.session() as session:
         assert session.scalar(select(User.role).where(User.username == "dr.lee")) == "annotator"
         assert class_names(session)[-1] == "barrett"
     app.selectbox[0].select(app.session_state["user"].id)
     app.selectbox[1].select("annotator")
-    _button(app, "Save").click().run()
+    button(app, "Save").click().run()
     assert "only administrator" in app.error[0].value

@@ -7,10 +7,7 @@ from sqlalchemy import select
 from mics_core.db.models import Annotation
 from mics_core.labels import current_labels
 from tests.conftest import CLASSES, make_project
-
-
-def _button(app, label: str):
-    return next(b for b in app.button if b.label == label)
+from tests.pages.conftest import button
 
 
 def test_empty_project_says_how_to_start(open_page):
@@ -26,7 +23,7 @@ def test_labelling_records_the_user_and_note_and_moves_on(open_page, db, setting
     assert app.image[0].captions == ["White light (WLI)"]
     assert "computed from WLI" in app.image[1].captions[0]  # pseudo-NBI is marked as such
     app.text_input(key=f"note_{ids[2]}").input("flat lesion")
-    _button(app, "polyp").click().run()
+    button(app, "polyp").click().run()
     assert app.subheader[0].value == "Case case03"
     with db.session() as session:
         row = session.scalars(select(Annotation).order_by(Annotation.id.desc())).first()
@@ -38,8 +35,8 @@ def test_labelling_records_the_user_and_note_and_moves_on(open_page, db, setting
 def test_undo_restores_the_previous_label_by_appending(open_page, db, settings, tmp_path):
     ids = make_project(db, settings, tmp_path, cases=4, labelled=0)
     app = open_page("pages/label.py")
-    _button(app, "ulcer").click().run()
-    _button(app, "Undo").click().run()
+    button(app, "ulcer").click().run()
+    button(app, "Undo").click().run()
     assert app.subheader[0].value == "Case case00"  # back on the undone case
     with db.session() as session:
         sources = list(session.scalars(select(Annotation.source).order_by(Annotation.id)))
@@ -50,10 +47,10 @@ def test_undo_restores_the_previous_label_by_appending(open_page, db, settings, 
 def test_skip_previous_and_next_walk_the_queue(open_page, db, settings, tmp_path):
     make_project(db, settings, tmp_path, cases=4, labelled=0)
     app = open_page("pages/label.py")
-    _button(app, "Skip").click().run()
-    _button(app, "Next").click().run()
+    button(app, "Skip").click().run()
+    button(app, "Next").click().run()
     assert app.subheader[0].value == "Case case02"
-    _button(app, "Previous").click().run()
+    button(app, "Previous").click().run()
     assert app.subheader[0].value == "Case case01"
 
 
@@ -73,14 +70,14 @@ def test_a_selection_sent_from_explore_becomes_the_queue(open_page, db, settings
     app.run()
     assert "selected in Explore" in app.info[0].value
     assert app.subheader[0].value == "Case case04"
-    _button(app, "Back to all cases").click().run()
+    button(app, "Back to all cases").click().run()
     assert app.subheader[0].value == "Case case00"
 
 
 def test_undo_with_nothing_given_here_changes_nothing(open_page, db, settings, tmp_path):
     ids = make_project(db, settings, tmp_path, cases=3, labelled=3)
     app = open_page("pages/label.py")
-    _button(app, "Undo").click().run()
+    button(app, "Undo").click().run()
     with db.session() as session:
         assert len(current_labels(session)) == 3 and ids[0] in current_labels(session)
         assert "undo" not in set(session.scalars(select(Annotation.source)))

@@ -7,10 +7,7 @@ from sqlalchemy import select
 
 from mics_core.db.models import Annotation
 from tests.conftest import add_model, make_project
-
-
-def _button(app, label: str):
-    return next(b for b in app.button if b.label == label)
+from tests.pages.conftest import button
 
 
 def _project(db, settings, tmp_path) -> list[int]:
@@ -24,9 +21,9 @@ def test_review_ranks_by_uncertainty_and_records_accept_and_correct(open_page, d
     app = open_page("pages/review.py", role="reviewer")
     assert not app.exception
     assert app.subheader[0].value == "Case case01"  # uncertainty 0.9 first
-    _button(app, "Accept normal").click().run()
+    button(app, "Accept normal").click().run()
     assert app.subheader[0].value == "Case case03"
-    _button(app, "ulcer").click().run()
+    button(app, "ulcer").click().run()
     with db.session() as session:
         rows = session.execute(
             select(Annotation.case_id, Annotation.source, Annotation.suggestion_shown, Annotation.model_version_id)

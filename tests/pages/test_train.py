@@ -9,6 +9,7 @@ from sqlalchemy import select
 from mics_core.db.models import Job, ModelVersion, Worker, utcnow
 from mics_core.jobs.queue import claim_next, report_progress
 from tests.conftest import add_model, make_project
+from tests.pages.conftest import button
 
 
 def _live_worker(db, device: str = "cpu") -> None:
@@ -17,18 +18,14 @@ def _live_worker(db, device: str = "cpu") -> None:
         session.add(Worker(id="w1", host=socket.gethostname(), pid=1, device=device, heartbeat_at=utcnow()))
 
 
-def _button(app, label: str):
-    return next(b for b in app.button if b.label == label)
-
-
 def test_retrain_queues_one_job_with_the_chosen_settings(open_page, db, settings, tmp_path):
     make_project(db, settings, tmp_path)
     _live_worker(db)
     app = open_page("pages/train.py", role="annotator")
     assert "CPU worker is connected" in app.info[0].value
     app.number_input[1].set_value(3)
-    _button(app, "Retrain").click().run()
-    _button(app, "Retrain").click().run()  # a second press joins the queued job
+    button(app, "Retrain").click().run()
+    button(app, "Retrain").click().run()  # a second press joins the queued job
     assert not app.exception
     with db.session() as session:
         jobs = session.scalars(select(Job)).all()
@@ -55,7 +52,7 @@ def test_running_job_shows_progress_loss_curve_and_can_be_cancelled(open_page, d
     assert "Fine-tuning 3/10" in app.get("progress")[0].proto.text
     assert "42 s left" in app.get("progress")[0].proto.text
     assert len(app.get("plotly_chart")) == 1
-    _button(app, "Cancel this job").click().run()
+    button(app, "Cancel this job").click().run()
     with db.session() as session:
         assert session.get(Job, job.id).cancel_requested
 
@@ -69,6 +66,6 @@ def test_only_an_admin_can_roll_back_to_an_older_version(open_page, db, settings
     app = open_page("pages/train.py")
     assert len(app.dataframe[0].value) == 2
     app.selectbox[-1].select(first).run()
-    _button(app, "Make this version active (roll back)").click().run()
+    button(app, "Make this version active (roll back)").click().run()
     with db.session() as session:
         assert session.scalar(select(ModelVersion.id).where(ModelVersion.active)) == first
