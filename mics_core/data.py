@@ -128,15 +128,23 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.stack(out)
 
 
-def jitter_colour(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random brightness, contrast and saturation per image (float 0–255 in and out).
+def pair_views(pairs: torch.Tensor, generator: torch.Generator, jitter: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(WLI, NBI) float views of (B, 2, 3, H, W) pairs for pre-training: one geometry for both
+    views, each its own colour jitter. With a separate geometry per view the cross-modal losses
+    stayed at chance on the demo data (InfoNCE 3.5 = ln 32 after 80 steps, against 2.1 with a
+    shared one): the two views of a pair show the same lesion in the same place."""
+    views = augment(pairs.flatten(1, 2), generator)
+    wli, nbi = (jitter_colour(views[:, 3 * i : 3 * i + 3], generator, jitter) for i in range(2))
+    return wli, nbi
 
-    Without it the two views of a pair can be matched by their shared global colour and
-    light — nuisance — instead of by what is in the image (SimCLR's key augmentation).
-    """
+
+def jitter_colour(batch: torch.Tensor, generator: torch.Generator, strength: float = 0.4) -> torch.Tensor:
+    """Random brightness, contrast and saturation per image, each a factor in 1 ± `strength`
+    (float 0–255 in and out); `strength` 0 leaves the images as they are. It keeps the views of
+    a pair from being matched by their shared light alone (SimCLR's key augmentation)."""
     n = len(batch)
     brightness, contrast, saturation = (
-        torch.empty(n, 1, 1, 1).uniform_(0.6, 1.4, generator=generator) for _ in range(3)
+        torch.empty(n, 1, 1, 1).uniform_(1 - strength, 1 + strength, generator=generator) for _ in range(3)
     )
     grey = batch.mean(1, keepdim=True)
     images = grey + (batch - grey) * saturation

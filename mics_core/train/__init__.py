@@ -74,9 +74,10 @@ class MICSModel:
             settings.fusion_heads,
             settings.shift_atoms,
         )
-        classifier.load_state_dict(
-            {k[len("classifier.") :]: v for k, v in tensors.items() if k.startswith("classifier.")}
-        )
+        state = {k[len("classifier.") :]: v for k, v in tensors.items() if k.startswith("classifier.")}
+        for name in ("token_mean", "token_std"):  # versions saved before standardisation: the identity
+            state.setdefault(name, getattr(classifier, name))
+        classifier.load_state_dict(state)
         encoders = {k[len("encoders.") :]: v for k, v in tensors.items() if k.startswith("encoders.")}
         return cls(
             encoders,

@@ -92,6 +92,7 @@ def finetune(
         settings.fusion_heads,
         settings.shift_atoms,
     )
+    model.fit_standardisation(tokens)
     pooled = tokens.mean(2)  # (N, 2, C)
     model.dictionary.fit(pooled.reshape(-1, pooled.shape[-1]).numpy(), settings.seed)
     y_all = torch.as_tensor(labels)

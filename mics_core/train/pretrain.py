@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from mics_core.config import TrainSettings
-from mics_core.data import augment, jitter_colour
+from mics_core.data import pair_views
 from mics_core.model.backbones import normalise
 from mics_core.model.pretraining import SynergisticPretrainer
 from mics_core.train.devices import autocast, resolve_device, seed_everything
@@ -68,8 +68,7 @@ def pretrain(images: torch.Tensor, settings: TrainSettings, reporter: Reporter =
         order = torch.randperm(len(images), generator=shuffle)
         for b in range(per_epoch):
             idx = order[b * batch : (b + 1) * batch][rank::world]
-            wli = normalise(jitter_colour(augment(images[idx, 0], generator), generator).to(device))
-            nbi = normalise(jitter_colour(augment(images[idx, 1], generator), generator).to(device))
+            wli, nbi = (normalise(v.to(device)) for v in pair_views(images[idx], generator, settings.colour_jitter))
             with autocast(device):
                 losses, recon, real = step_model(wli, nbi, generator)
                 loss = model.total(losses)

@@ -76,3 +76,19 @@ def test_classifier_outputs_and_missing_view():
     _, h_n_dropped, _ = model.encode(wli, nbi, drop)
     _, h_n_other, _ = model.encode(wli, torch.randn(5, 4, 6), drop)
     assert torch.allclose(h_n_dropped, h_n_other)  # a dropped view's content does not matter
+
+
+def test_tokens_are_standardised_per_channel_and_modality():
+    model = FusionClassifier(token_dim=3, n_classes=2, dim=8, blocks=1, heads=2, atoms=2)
+    scale = torch.tensor([1e-3, 1.0, 1e3])
+    tokens = torch.randn(50, 2, 4, 3) * scale + torch.tensor([[[5.0]], [[-5.0]]])
+    model.fit_standardisation(tokens)
+    assert torch.allclose(model.token_std[0], scale, rtol=0.2)
+    assert torch.allclose(model.token_mean[:, :2], torch.tensor([[5.0], [-5.0]]).expand(2, 2), atol=0.5)
+    # a channel's scale no longer matters: scaling it along with the statistics changes nothing
+    wli, nbi = tokens[:5, 0], tokens[:5, 1]
+    before = model.predict(wli, nbi)["probs"]
+    model.token_mean[:, 2] *= 10
+    model.token_std[:, 2] *= 10
+    boosted = torch.tensor([1.0, 1.0, 10.0])
+    assert torch.allclose(model.predict(wli * boosted, nbi * boosted)["probs"], before, atol=1e-5)

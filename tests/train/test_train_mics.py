@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score
 
 from mics_core.config import TrainSettings
@@ -106,6 +109,20 @@ def test_checkpoint_reproduces_predictions_exactly(trained, tmp_path):
     for key in before:
         assert np.array_equal(before[key], after[key]), key
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left beside it
+
+
+def test_a_checkpoint_saved_before_token_standardisation_still_loads(trained, tmp_path):
+    model, test = copy.deepcopy(trained[0]), trained[1]
+    model.classifier.token_mean.zero_()
+    model.classifier.token_std.fill_(1.0)
+    path = tmp_path / "old.safetensors"
+    model.save(path)
+    tensors = load_file(str(path))
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+    old = {k: v for k, v in tensors.items() if not k.startswith("classifier.token_")}
+    save_file(old, str(path), metadata=metadata)
+    assert np.array_equal(MICSModel.load(path).predict(test)["probs"], model.predict(test)["probs"])
 
 
 def test_feature_cache_is_reused(trained, tmp_path):
