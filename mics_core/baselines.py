@@ -55,7 +55,7 @@ def _fit(
 ) -> nn.Module:
     """The one optimiser loop of the baselines; each baseline only says how a batch's loss is made.
 
-    Runs five steps per fine-tuning epoch (300 by default), or until `time_limit` seconds.
+    Runs `settings.baseline_steps` steps, or until `time_limit` seconds.
     """
     device = resolve_device(settings.device)
     generator = seed_everything(settings.seed)
@@ -63,7 +63,7 @@ def _fit(
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.pretrain_lr * 3, weight_decay=0.05)
     batch = min(settings.finetune_batch, n_labelled)
     start = time.perf_counter()
-    for _ in range(settings.finetune_epochs * 5):
+    for _ in range(settings.baseline_steps):
         loss = step_loss(torch.randint(n_labelled, (batch,), generator=generator), generator, device)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

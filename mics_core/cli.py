@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", nargs="+", default=None, help="a subset of the methods")
     bench.add_argument("--cache", type=Path, help="keep pre-trained encoders and features here between runs")
     bench.add_argument("--preset", default=None, help="cpu or gpu settings (default MICS_PRESET or cpu)")
+    bench.add_argument("--baseline-steps", type=int, help="optimiser steps of each end-to-end baseline (default 200)")
     _add_train_flags(bench)
 
     worker = commands.add_parser("worker", help="claim queued jobs and run them")
@@ -212,6 +213,8 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from mics_core.config import TrainSettings
 
     overrides = _train_overrides(args)
+    if args.baseline_steps is not None:
+        overrides["baseline_steps"] = args.baseline_steps
     if args.preset:
         os.environ["MICS_PRESET"] = args.preset
     try:
@@ -224,7 +227,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         raise UserFacingError(f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
     print(
         f"settings: {train.backbone} at {train.image_size} px, pre-train {train.pretrain_epochs} epochs, "
-        f"fine-tune {train.finetune_epochs} epochs, device {train.device}"
+        f"fine-tune {train.finetune_epochs} epochs, baselines {train.baseline_steps} steps, device {train.device}"
     )
     rows = run_benchmark(args.data, args.labeled_fraction, args.seeds, train, methods, args.budget_minutes, args.cache)
     summary = summarise(rows)

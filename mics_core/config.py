@@ -117,6 +117,8 @@ class TrainSettings:
     modality_dropout: float = 0.15
     kl_weight: float = 0.1
     calibration_fraction: float = 0.2
+    # the benchmark's end-to-end baselines: optimiser steps (or the bench's time budget, first reached)
+    baseline_steps: int = 200
 
     @classmethod
     def preset(cls, name: str, **overrides: object) -> TrainSettings:

@@ -80,6 +80,8 @@ def test_cli_runs_every_method_and_writes_json(tmp_path):
             "1",
             "--finetune-epochs",
             "2",
+            "--baseline-steps",
+            "10",
         ],
         capture_output=True,
         text=True,
