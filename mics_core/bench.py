@@ -113,7 +113,8 @@ def _pretrained(split: Split, settings: TrainSettings) -> dict[str, torch.Tensor
     if "encoders" in split.cache:
         return split.cache["encoders"]
     root: Path = split.cache["root"]
-    stage1 = {k: v for k, v in asdict(settings).items() if not k.startswith(("finetune", "fusion", "shift", "pseudo"))}
+    later = ("finetune", "fusion", "shift", "pseudo", "baseline")  # read by stage 2 or the baselines only
+    stage1 = {k: v for k, v in asdict(settings).items() if not k.startswith(later)}
     key = hashlib.sha256(json.dumps([split.cache["data_hash"], stage1], sort_keys=True).encode()).hexdigest()[:20]
     path = root / f"pretrain-{key}.safetensors"
     if path.exists():

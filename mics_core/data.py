@@ -138,7 +138,7 @@ def pair_views(pairs: torch.Tensor, generator: torch.Generator, jitter: float) -
     return wli, nbi
 
 
-def jitter_colour(batch: torch.Tensor, generator: torch.Generator, strength: float = 0.4) -> torch.Tensor:
+def jitter_colour(batch: torch.Tensor, generator: torch.Generator, strength: float) -> torch.Tensor:
     """Random brightness, contrast and saturation per image, each a factor in 1 ± `strength`
     (float 0–255 in and out); `strength` 0 leaves the images as they are. It keeps the views of
     a pair from being matched by their shared light alone (SimCLR's key augmentation)."""
