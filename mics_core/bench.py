@@ -73,6 +73,11 @@ def make_split(
     return Split(records, classes, np.sort(test), np.sort(labelled), np.sort(unlabelled))
 
 
+def content_hash(records: list[PairRecord]) -> str:
+    """One hash of every image: part of the key of a cached pre-training."""
+    return hashlib.sha256("".join(r.content for r in records).encode()).hexdigest()
+
+
 Method = Callable[[Split, TrainSettings], tuple[np.ndarray, np.ndarray]]
 
 
@@ -104,7 +109,7 @@ def fixmatch_wli(split: Split, settings: TrainSettings) -> tuple[np.ndarray, np.
     return probs, probs.max(1)
 
 
-def _pretrained(split: Split, settings: TrainSettings) -> dict[str, torch.Tensor]:
+def split_pretraining(split: Split, settings: TrainSettings) -> dict[str, torch.Tensor]:
     """Pre-trained encoders for this split, from memory, the on-disk cache, or trained now.
 
     Pre-training sees only non-test images, which depend on the seed alone, so every label
@@ -117,19 +122,20 @@ def _pretrained(split: Split, settings: TrainSettings) -> dict[str, torch.Tensor
     stage1 = {k: v for k, v in asdict(settings).items() if not k.startswith(later)}
     key = hashlib.sha256(json.dumps([split.cache["data_hash"], stage1], sort_keys=True).encode()).hexdigest()[:20]
     path = root / f"pretrain-{key}.safetensors"
-    if path.exists():
-        meta = json.loads(safe_open(str(path), "pt").metadata()["seconds"])
-        split.cache["encoders"], split.cache["pretrain_seconds"] = load_file(str(path)), meta
-    else:
+    if not path.exists():
         result = pretrain_encoders(split.training_records(), settings)
-        save_file(result.state, str(path), metadata={"seconds": json.dumps(result.seconds)})
-        split.cache["encoders"], split.cache["pretrain_seconds"] = result.state, result.seconds
+        meta = {"seconds": result.seconds, "losses": result.final_losses()}
+        save_file(result.state, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
+    with safe_open(str(path), "pt") as handle:
+        meta = {k: json.loads(v) for k, v in handle.metadata().items()}
+    split.cache["encoders"] = load_file(str(path))
+    split.cache["pretrain_seconds"], split.cache["pretrain_losses"] = meta["seconds"], meta.get("losses", {})
     return split.cache["encoders"]
 
 
 def _mics(split: Split, settings: TrainSettings, pretrained: bool) -> tuple[np.ndarray, np.ndarray]:
     records = split.training_records()
-    state = _pretrained(split, settings) if pretrained else None
+    state = split_pretraining(split, settings) if pretrained else None
     features = split.cache["root"] / "features"
     model = train_mics(records, split.classes, settings, encoder_state=state, pretrain_first=False, cache_root=features)
     out = model.predict([split.records[i] for i in split.test], cache_root=features)
@@ -177,7 +183,7 @@ def _run(
     log: Callable[[str], None],
 ) -> list[dict[str, object]]:
     records, classes = records_from_manifest(manifest)
-    data_hash = hashlib.sha256("".join(r.content for r in records).encode()).hexdigest()
+    data_hash = content_hash(records)
     rows: list[dict[str, object]] = []
     for seed in range(seeds):
         split = make_split(records, classes, fraction, seed)
@@ -187,7 +193,7 @@ def _run(
         log(f"seed {seed}: {len(split.labelled)} labelled, {len(split.unlabelled)} unlabelled, {len(split.test)} test")
         seeded = replace(settings, seed=seed)
         if PRETRAINED & set(methods):
-            _pretrained(split, seeded)
+            split_pretraining(split, seeded)
             log(f"  pre-training: {split.cache['pretrain_seconds']:.0f} s")
         for name in methods:
             started = time.perf_counter()

@@ -27,7 +27,16 @@ from mics_core.train.finetune import FineTuned, finetune, predict_tokens
 from mics_core.train.pretrain import Pretrained, pretrain
 from mics_core.train.progress import SILENT, Cancelled, Reporter
 
-__all__ = ["Cancelled", "FineTuned", "MICSModel", "Pretrained", "Reporter", "pretrain_encoders", "train_mics"]
+__all__ = [
+    "Cancelled",
+    "FineTuned",
+    "MICSModel",
+    "Pretrained",
+    "Reporter",
+    "pretrain_encoders",
+    "random_encoders",
+    "train_mics",
+]
 
 
 @dataclass
@@ -115,6 +124,12 @@ def pretrain_encoders(records: list[PairRecord], settings: TrainSettings, report
     return pretrain(load_pairs(records, settings.image_size), settings, reporter)
 
 
+def random_encoders(settings: TrainSettings) -> dict[str, torch.Tensor]:
+    """Untrained encoders, seeded: what stage 2 stands on when stage 1 is switched off."""
+    torch.manual_seed(settings.seed)
+    return {k: v.contiguous() for k, v in build_encoders(None, settings).state_dict().items()}
+
+
 def train_mics(
     records: list[PairRecord],
     class_names: list[str],
@@ -131,8 +146,7 @@ def train_mics(
         if pretrain_first:
             encoder_state = pretrain_encoders(records, settings, reporter).state
         else:
-            torch.manual_seed(settings.seed)
-            encoder_state = {k: v.contiguous() for k, v in build_encoders(None, settings).state_dict().items()}
+            encoder_state = random_encoders(settings)
     tokens = record_tokens(encoder_state, settings, records, cache_root)
     tuned = finetune(tokens, np.array([r.label for r in records]), class_names, settings, reporter)
     info = {"finetune_seconds": tuned.seconds, "n_labelled": int(sum(r.label >= 0 for r in records))}

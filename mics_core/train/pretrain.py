@@ -26,6 +26,11 @@ class Pretrained:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
+    def final_losses(self, steps: int = 10) -> dict[str, float]:
+        """Each loss averaged over the last `steps` steps: where stage 1 ended, less the step noise."""
+        tail = self.history[-steps:]
+        return {name: sum(record[name] for record in tail) / len(tail) for name in tail[0]} if tail else {}
+
 
 def pretrain(images: torch.Tensor, settings: TrainSettings, reporter: Reporter = SILENT) -> Pretrained:
     """Pre-train on `images` (N, 2, 3, H, W) uint8 pairs; returns the two encoders' state dict.

@@ -8,7 +8,8 @@ from mics_core.jobs.retrain import needs_pretraining
 
 
 def _encoders(n_cases: int, **settings) -> ModelVersion:
-    base = {"backbone": "mobilenetv3_small_100", "image_size": 128, "weights": None}
+    defaults = TrainSettings()
+    base = {"backbone": defaults.backbone, "image_size": defaults.image_size, "weights": defaults.weights}
     return ModelVersion(
         kind="encoders", checkpoint_path="x", settings={**base, **settings}, metrics={"n_cases": n_cases}
     )
@@ -27,4 +28,4 @@ def test_encoders_are_reused_until_the_pool_grows_past_the_threshold():
 
 def test_other_backbone_or_size_pretrains_again():
     assert needs_pretraining(_encoders(600, backbone="resnet18"), 600, TrainSettings(), growth=0.5)
-    assert needs_pretraining(_encoders(600, image_size=96), 600, TrainSettings(), growth=0.5)
+    assert needs_pretraining(_encoders(600, image_size=TrainSettings().image_size * 2), 600, TrainSettings(), growth=0.5)
