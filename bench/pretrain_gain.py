@@ -75,8 +75,8 @@ def main() -> None:
         f"{torch.get_num_threads()}; chance of the aligned InfoNCE: ln(batch)"
     )
     print(
-        "| backbone | size | pre-train (s) | aligned InfoNCE at the end (chance) | accuracy, random → pre-trained: "
-        "probe, labelled pool | probe, all non-test labelled | MICS stage 2 |"
+        "| backbone | size | epochs | pre-train (s) | aligned InfoNCE at the end (chance) "
+        "| accuracy, random → pre-trained: probe, labelled pool | probe, all non-test labelled | MICS stage 2 |"
     )
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

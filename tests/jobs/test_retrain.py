@@ -27,5 +27,6 @@ def test_encoders_are_reused_until_the_pool_grows_past_the_threshold():
 
 
 def test_other_backbone_or_size_pretrains_again():
-    assert needs_pretraining(_encoders(600, backbone="resnet18"), 600, TrainSettings(), growth=0.5)
-    assert needs_pretraining(_encoders(600, image_size=TrainSettings().image_size * 2), 600, TrainSettings(), growth=0.5)
+    train = TrainSettings()
+    assert needs_pretraining(_encoders(600, backbone="resnet18"), 600, train, growth=0.5)
+    assert needs_pretraining(_encoders(600, image_size=train.image_size * 2), 600, train, growth=0.5)
