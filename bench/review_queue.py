@@ -13,7 +13,6 @@ draws. Prints one table; with --json writes it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from mics_core.bench import _pretrained, make_split
+from mics_core.bench import content_hash, make_split, split_pretraining
 from mics_core.config import Settings, TrainSettings
 from mics_core.data import records_from_manifest
 from mics_core.db import init_db
@@ -46,13 +45,10 @@ def errors_found(session, strategy: str, reviewed: int, truth: dict[str, str], s
 def run_seed(manifest: Path, fraction: float, seed: int, reviewed: int, cache: Path) -> dict[str, float]:
     records, classes = records_from_manifest(manifest)
     split = make_split(records, classes, fraction, seed)
-    split.cache |= {
-        "root": cache,
-        "data_hash": hashlib.sha256("".join(r.content for r in records).encode()).hexdigest(),
-    }
+    split.cache |= {"root": cache, "data_hash": content_hash(records)}
     settings = replace(TrainSettings.from_env(), seed=seed)
     started = time.perf_counter()
-    state = _pretrained(split, settings)
+    state = split_pretraining(split, settings)
     model = train_mics(
         split.training_records(),
         classes,
