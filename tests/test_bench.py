@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -95,3 +96,9 @@ def test_cli_runs_every_method_and_writes_json(tmp_path):
         assert set(row) == {"method", "accuracy", "macro_f1", "auc", "ece", "aurc", "seconds"}
         assert 0 <= row["accuracy"] <= 1 and row["seconds"] > 0
     assert "| method | accuracy |" in result.stdout
+
+
+def test_every_bench_script_imports():
+    # the scripts under bench/ run only by hand; importing them catches a renamed library door
+    for script in sorted((ROOT / "bench").glob("*.py")):
+        importlib.import_module(f"bench.{script.stem}")
