@@ -118,7 +118,9 @@ def split_pretraining(split: Split, settings: TrainSettings) -> dict[str, torch.
     if "encoders" in split.cache:
         return split.cache["encoders"]
     root: Path = split.cache["root"]
-    later = ("finetune", "fusion", "shift", "pseudo", "baseline")  # read by stage 2 or the baselines only
+    # read by stage 2 or the baselines only, so changing them keeps the pre-training
+    later = ("finetune", "fusion", "shift", "pseudo", "baseline", "semi", "w_unlabelled", "modality_dropout")
+    later += ("kl_weight", "calibration", "refit")
     stage1 = {k: v for k, v in asdict(settings).items() if not k.startswith(later)}
     key = hashlib.sha256(json.dumps([split.cache["data_hash"], stage1], sort_keys=True).encode()).hexdigest()[:20]
     path = root / f"pretrain-{key}.safetensors"
