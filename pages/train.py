@@ -21,7 +21,8 @@ from pages import _ui
 
 me = _ui.require("train")
 defaults = TrainSettings.from_env()
-BACKBONES = ["mobilenetv3_small_100", "resnet18", "efficientnet_b0", "vit_tiny_patch16_224", "vit_small_patch16_224"]
+# measured to learn stage 1 on 2 CPU cores first (bench/backbone_speed.py), then the GPU preset's ViTs
+BACKBONES = ["resnet10t", "resnet18", "efficientnet_b0", "vit_tiny_patch16_224", "vit_small_patch16_224"]
 PHASES = {"pretrain": "Pre-training the encoders", "finetune": "Fine-tuning", "predict": "Predicting", "umap": "UMAP"}
 
 st.title("Train")
