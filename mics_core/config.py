@@ -113,6 +113,7 @@ class TrainSettings:
     finetune_epochs: int = 10  # longer over-fits a few dozen labels: 0.32 at 40, 0.35 at 10 (demo, 10 %)
     finetune_batch: int = 32
     finetune_lr: float = 2e-3
+    finetune_weight_decay: float = 0.01
     shift: bool = True
     shift_atoms: int = 32
     semi_supervised: bool = True
@@ -121,6 +122,8 @@ class TrainSettings:
     modality_dropout: float = 0.15
     kl_weight: float = 0.1
     calibration_fraction: float = 0.2
+    # after the temperature is fitted on the held-out labels, train the version's model on every label
+    refit: bool = True
     # the benchmark's end-to-end baselines: optimiser steps (or the bench's time budget, first reached)
     baseline_steps: int = 200
 

@@ -86,7 +86,9 @@ with right:
     risk = px.line(report["risk_coverage"], x="coverage", y="risk", height=280, range_y=[0, 1])
     risk.update_layout(title=f"Risk against coverage (AURC {figure(version.metrics.get('aurc'))})")
     st.plotly_chart(risk, key="risk_coverage")
+refit = version.settings.get("refit", False)
+then = "; the version's model then trained again on every label, these included" if refit else ""
 st.caption(
-    f"Held-out: {version.metrics.get('n')} labelled cases kept out of training to fit the temperature and measure. "
-    "Small held-out sets give noisy figures."
+    f"Held-out: {version.metrics.get('n')} labelled cases kept out of a first training to fit the temperature and "
+    f"measure{then}. Small held-out sets give noisy figures."
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,6 +74,11 @@ def finetune(
 ) -> FineTuned:
     """Train on (N, 2, T, C) tokens with `labels` (class index, -1 = unlabelled).
 
+    The temperature and the held-out metrics come from a model trained without the held-out
+    labelled rows; with `settings.refit` the returned model is then trained again on every
+    label (as scikit-learn's CalibratedClassifierCV does with ensemble=False): a few dozen
+    labels are too few to leave a fifth of them out of the model a clinician uses.
+
     Raises:
         ValueError: fewer than two labelled classes.
     """
@@ -80,13 +86,43 @@ def finetune(
     labels = np.asarray(labels)
     if len(np.unique(labels[labels >= 0])) < 2:
         raise ValueError("fine-tuning needs labelled cases of at least two classes")
+    train_idx, held_idx = calibration_split(labels, settings.calibration_fraction, settings.seed)
+    rounds = [train_idx]
+    if settings.refit and len(held_idx):
+        rounds.append(np.flatnonzero(labels >= 0))
+    total = sum(settings.finetune_epochs * _steps_per_epoch(len(rows), settings) for rows in rounds)
+    history: list[dict[str, float]] = []
+
+    def report(parts: dict[str, float]) -> None:
+        history.append(parts)
+        reporter.step("finetune", len(history), total, parts)
+
+    model = _fit(tokens, labels, train_idx, len(class_names), settings, report)
+    temperature, metrics = _calibrate(model, tokens, labels, held_idx, class_names)
+    if len(rounds) > 1:
+        model = _fit(tokens, labels, rounds[1], len(class_names), settings, report)
+    return FineTuned(model.cpu().eval(), temperature, metrics, history, time.perf_counter() - start_time)
+
+
+def _steps_per_epoch(n_labelled: int, settings: TrainSettings) -> int:
+    return max(8, math.ceil(n_labelled / settings.finetune_batch))  # the evidential loss plateaus early
+
+
+def _fit(
+    tokens: torch.Tensor,
+    labels: np.ndarray,
+    train_idx: np.ndarray,
+    n_classes: int,
+    settings: TrainSettings,
+    report: Callable[[dict[str, float]], None],
+) -> FusionClassifier:
+    """One training run of the fusion classifier on the labelled rows `train_idx` and every unlabelled row."""
     device = resolve_device(settings.device)
     generator = seed_everything(settings.seed)
-    train_idx, held_idx = calibration_split(labels, settings.calibration_fraction, settings.seed)
     unlabelled_idx = np.flatnonzero(labels < 0)
     model = FusionClassifier(
         tokens.shape[-1],
-        len(class_names),
+        n_classes,
         settings.fusion_dim,
         settings.fusion_blocks,
         settings.fusion_heads,
@@ -98,20 +134,19 @@ def finetune(
     y_all = torch.as_tensor(labels)
     model.dictionary.fit_classes(pooled[train_idx, 0], pooled[train_idx, 1], y_all[train_idx])
     model = model.to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.finetune_lr, weight_decay=0.01)
-    per_epoch = max(8, math.ceil(len(train_idx) / settings.finetune_batch))  # the evidential loss plateaus early
-    total = settings.finetune_epochs * per_epoch
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=settings.finetune_lr, weight_decay=settings.finetune_weight_decay
+    )
+    total = settings.finetune_epochs * _steps_per_epoch(len(train_idx), settings)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, total))))
     warmup = settings.finetune_epochs // 4
     pseudo_idx, pseudo_y = np.array([], int), np.array([], int)
-    history: list[dict[str, float]] = []
-    step = 0
     for epoch in range(settings.finetune_epochs):
         kl = settings.kl_weight * min(1.0, epoch / 10)
         if settings.semi_supervised and epoch >= warmup and (epoch - warmup) % 5 == 0 and len(unlabelled_idx):
             pseudo_idx, pseudo_y = _pseudo_labels(model, tokens, unlabelled_idx, settings.pseudo_threshold)
             model.train()
-        for _ in range(per_epoch):
+        for _ in range(_steps_per_epoch(len(train_idx), settings)):
             idx = train_idx[
                 torch.randint(
                     len(train_idx), (min(settings.finetune_batch, len(train_idx)),), generator=generator
@@ -126,12 +161,8 @@ def finetune(
             loss.backward()
             optimiser.step()
             schedule.step()
-            step += 1
-            parts |= {"total": loss.item(), "pseudo_labelled": float(len(pseudo_idx))}
-            history.append(parts)
-            reporter.step("finetune", step, total, parts)
-    temperature, metrics = _calibrate(model, tokens, labels, held_idx, class_names)
-    return FineTuned(model.cpu().eval(), temperature, metrics, history, time.perf_counter() - start_time)
+            report(parts | {"total": loss.item(), "pseudo_labelled": float(len(pseudo_idx))})
+    return model
 
 
 def _dropout(n: int, p: float, generator: torch.Generator, device) -> torch.Tensor:

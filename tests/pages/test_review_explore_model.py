@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from mics_core.db.models import Annotation
+from mics_core.db.models import Annotation, ModelVersion
 from tests.conftest import add_model, make_project
 from tests.pages.conftest import button
 
@@ -63,6 +63,15 @@ def test_model_quality_shows_metrics_and_its_plots(open_page, db, settings, tmp_
     assert not app.exception
     assert app.dataframe[0].value.iloc[0]["accuracy"] == 0.833
     assert len(app.get("plotly_chart")) == 4  # recall, confusion, reliability, risk-coverage
+    assert "trained again" not in app.caption[-1].value
+
+
+def test_model_quality_says_when_the_version_was_refitted_on_every_label(open_page, db, settings, tmp_path):
+    _project(db, settings, tmp_path)
+    with db.session() as session:
+        session.execute(update(ModelVersion).values(settings={"refit": True}))
+    caption = open_page("pages/model.py", role="annotator").caption[-1].value
+    assert "6 labelled cases kept out of a first training" in caption and "trained again on every label" in caption
 
 
 def test_overview_lists_cases_page_by_page(open_page, db, settings, tmp_path):
