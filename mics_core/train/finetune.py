@@ -5,7 +5,8 @@ with `shift` on, the fused head also sees z_f ⊕ s_w and z_f ⊕ s_n. With `sem
 on, after a warm-up (and every fifth epoch after it), unlabelled pairs whose combined prediction is confident (≥ the
 threshold) and on which the WLI and NBI heads agree join as pseudo-labelled pairs, seen
 through a stronger view (noise and modality dropout). A stratified share of the labelled
-pairs is held out to fit the temperature and to report held-out metrics.
+pairs is held out to fit the temperature and to report held-out metrics; with `refit` the
+model is then trained again on every label.
 """
 
 from __future__ import annotations
