@@ -78,8 +78,8 @@ class TrainSettings:
     """
 
     # CPU preset by measurement (README, "Presets"): resnet10t's pre-training pays on real images
-    # (HyperKvasir, 10 % labels: MICS 0.52 on random encoders, 0.66 after 40 epochs at 64 px), where
-    # mobilenetv3_small_100, faster per step, never learnt the cross-modal losses and lost 0.16.
+    # (HyperKvasir, 10 % labels: MICS 0.50 on random encoders, 0.59-0.64 after 40 epochs at 64 px), where
+    # mobilenetv3_small_100, faster per step, never learnt the cross-modal losses and lost 9-26 points.
     backbone: str = "resnet10t"
     image_size: int = 64
     weights: str | None = None  # a local timm-compatible weights file; nothing is downloaded
@@ -89,8 +89,7 @@ class TrainSettings:
     seed: int = 0
     # stage 1: synergistic pre-training. The GPU preset uses ALBEF's momentum 0.995 and a long
     # queue; a CPU run has a few hundred steps, too few for a slow momentum encoder to move, so
-    # the CPU default is faster. 40 epochs of 600 pairs take about 9 minutes on 2 cores; on
-    # HyperKvasir, 20 epochs gave MICS 0.62 and 40 gave 0.66.
+    # the CPU default is faster. 40 epochs of 600 pairs take about 11 minutes on 2 cores.
     pretrain_epochs: int = 40
     pretrain_batch: int = 32
     pretrain_lr: float = 1e-3
