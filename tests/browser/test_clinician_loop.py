@@ -75,8 +75,11 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def _stop_workers(database: Path) -> None:
-    """The app started a worker in its own session; its pid is in the workers table."""
+    """The app started a worker in its own session; its pid is in the workers table (absent
+    when no page was ever opened, so the app never created its tables)."""
     with sqlite3.connect(database) as connection:
+        if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'workers'").fetchone():
+            return
         pids = [row[0] for row in connection.execute("SELECT pid FROM workers")]
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -123,7 +126,7 @@ def current_case(page) -> str:
     return text.removeprefix("Case ").strip()
 
 
-def test_a_clinician_labels_retrains_reviews_explores_and_exports(server, browser_page):
+def test_a_clinician_labels_retrains_reviews_explores_and_exports(browser_page, server):
     url, data = server
     page = browser_page
     SHOTS.mkdir(parents=True, exist_ok=True)
