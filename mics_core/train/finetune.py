@@ -77,8 +77,9 @@ def finetune(
 
     The temperature and the held-out metrics come from a model trained without the held-out
     labelled rows; with `settings.refit` the returned model is then trained again on every
-    label (as scikit-learn's CalibratedClassifierCV does with ensemble=False): a few dozen
-    labels are too few to leave a fifth of them out of the model a clinician uses.
+    label (CalibratedClassifierCV with ensemble=False does so after cross-validation; this
+    uses one held-out split): a few dozen labels are too few to leave a fifth of them out of
+    the model a clinician uses.
 
     Raises:
         ValueError: fewer than two labelled classes.
