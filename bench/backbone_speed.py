@@ -21,7 +21,7 @@ from mics_core.demo import generate
 from mics_core.model.backbones import normalise
 from mics_core.model.pretraining import SynergisticPretrainer
 from mics_core.train.features import build_encoders, encode_pairs
-from mics_core.train.pretrain import pretrain
+from mics_core.train.pretrain import cross_modal_check
 
 DEFAULT = [
     "resnet18:128",
@@ -61,47 +61,29 @@ def time_candidate(backbone: str, size: int, batch: int = 32, steps: int = 3) ->
     return step, per_pair, params
 
 
-def cross_modal_loss(backbone: str, size: int, pairs: torch.Tensor) -> float:
-    """The aligned InfoNCE after 24 steps of the cross-modal task alone (chance ln 16 = 2.77)."""
-    settings = TrainSettings(
-        backbone=backbone,
-        image_size=size,
-        pretrain_batch=16,
-        pretrain_epochs=8,
-        queue_size=64,
-        colour_jitter=0.0,
-        w_reconstruction=0.0,
-        w_adversarial=0.0,
-    )
-    resized = torch.nn.functional.interpolate(pairs.flatten(0, 1).float(), size=(size, size), mode="bilinear")
-    return pretrain(resized.round().to(torch.uint8).view(len(pairs), 2, 3, size, size), settings).final_losses()[
-        "aligned"
-    ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", nargs="+", default=DEFAULT, help="backbone:size pairs")
     parser.add_argument("--pairs", type=int, default=600, help="dataset size for the per-epoch estimate")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    with tempfile.TemporaryDirectory() as tmp:
-        records, _ = records_from_manifest(generate(tmp, pairs=48, seed=2, size=128, workers=1))
-        pairs = load_pairs(records, 128)
     print(
         "| backbone | size | params/encoder (M) | pre-train step, batch 32 (s) | epoch of "
         f"{args.pairs} pairs (s) | feature extraction (ms/pair) | cross-modal InfoNCE after 24 steps (chance 2.77) |"
     )
     print("|---|---|---|---|---|---|---|")
-    for candidate in args.candidates:
-        name, size = candidate.split(":")
-        step, per_pair, params = time_candidate(name, int(size))
-        epoch = step * args.pairs / 32
-        learnt = cross_modal_loss(name, int(size), pairs)
-        print(
-            f"| {name} | {size} | {params:.1f} | {step:.2f} | {epoch:.0f} | {per_pair * 1000:.1f} | {learnt:.2f} |",
-            flush=True,
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        records, _ = records_from_manifest(generate(tmp, pairs=48, seed=2, size=128, workers=1))
+        for candidate in args.candidates:
+            name, size = candidate.split(":")
+            step, per_pair, params = time_candidate(name, int(size))
+            epoch = step * args.pairs / 32
+            settings = TrainSettings(backbone=name, image_size=int(size))
+            learnt = cross_modal_check(load_pairs(records, settings.image_size), settings).final_losses()["aligned"]
+            print(
+                f"| {name} | {size} | {params:.1f} | {step:.2f} | {epoch:.0f} | {per_pair * 1000:.1f} | {learnt:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.distributed as dist
@@ -30,6 +30,24 @@ class Pretrained:
         """Each loss averaged over the last `steps` steps: where stage 1 ended, less the step noise."""
         tail = self.history[-steps:]
         return {name: sum(record[name] for record in tail) / len(tail) for name in tail[0]} if tail else {}
+
+
+def cross_modal_check(images: torch.Tensor, settings: TrainSettings) -> Pretrained:
+    """Stage 1's contrastive terms alone for 8 epochs at batch 16, no colour jitter: the quickest
+    test of whether a backbone can learn to match the two views of a pair at all (chance is ln 16).
+    A backbone that stays at chance here only makes its features worse in full pre-training."""
+    return pretrain(
+        images,
+        replace(
+            settings,
+            pretrain_batch=16,
+            pretrain_epochs=8,
+            queue_size=64,
+            colour_jitter=0.0,
+            w_reconstruction=0.0,
+            w_adversarial=0.0,
+        ),
+    )
 
 
 def pretrain(images: torch.Tensor, settings: TrainSettings, reporter: Reporter = SILENT) -> Pretrained:
