@@ -17,7 +17,7 @@ import torch
 
 from mics_core.config import TrainSettings
 from mics_core.data import load_pairs, records_from_manifest
-from mics_core.demo import generate
+from mics_core.evaluation.demo import generate
 from mics_core.model.backbones import normalise
 from mics_core.model.pretraining import SynergisticPretrainer
 from mics_core.train.features import build_encoders, encode_pairs

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mics_core.demo import CLASSES, generate
+from mics_core.evaluation.demo import CLASSES, generate
 
 
 def load(manifest: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mics_core.bench import run_benchmark
+from mics_core.evaluation.benchmark import run_benchmark
 from mics_core.config import TrainSettings
 
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from mics_core.config import Settings
 from mics_core.db import init_db
 from mics_core.db.models import Case, Job
-from mics_core.demo import CLASSES, generate
+from mics_core.evaluation.demo import CLASSES, generate
 from mics_core.ingest.importer import import_source
 from mics_core.jobs.queue import request_retrain
 from mics_core.labels import add_classes, annotate

@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, insert, select
 from sqlalchemy.engine import make_url
 
 from mics_core.browse import case_order, case_table, case_view
+from mics_core.config import Settings
 from mics_core.db import init_db
 from mics_core.db.models import Annotation, Case, Image, ImportBatch, ModelVersion, Prediction
 from mics_core.embed import projection_frame
@@ -148,7 +149,7 @@ def main() -> None:
         middle = build(db, args.cases)
         seconds = time.perf_counter() - started
         print(f"built {args.cases:,} cases with predictions in {seconds:.1f} s ({db.engine.dialect.name})")
-        store = ImageStore(Path(tmp))
+        store = ImageStore(Settings(data_root=Path(tmp)))
         with db.session() as s:
             checks = {
                 "sidebar counts (dataset_stats)": lambda: dataset_stats(s),

@@ -153,7 +153,7 @@ def _cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from mics_core.demo import generate
+    from mics_core.evaluation.demo import generate
 
     manifest = generate(args.out, pairs=args.pairs, seed=args.seed, size=args.size)
     print(f"wrote {args.pairs} synthetic pairs and {manifest}")
@@ -209,7 +209,7 @@ def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    from mics_core.bench import METHODS, format_table, run_benchmark, summarise, write_json
+    from mics_core.evaluation.benchmark import METHODS, format_table, run_benchmark, summarise, write_json
     from mics_core.config import TrainSettings
 
     overrides = _train_overrides(args)
@@ -347,7 +347,7 @@ def _cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
     filters = Filters(args.unlabelled_only, False, args.predicted_class, args.min_uncertainty)
     with init_db(settings.db_url).session() as session:
         try:
-            items = rank(session, args.strategy, args.limit, filters, args.seed, ImageStore(settings.data_root))
+            items = rank(session, args.strategy, args.limit, filters, args.seed, ImageStore(settings))
         except ReviewError as err:
             raise UserFacingError(str(err)) from None
     for item in items:

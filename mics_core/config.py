@@ -47,7 +47,18 @@ class Settings:
 
     @property
     def store_root(self) -> Path:
+        """Content-addressed images and thumbnails."""
         return self.data_root / "store"
+
+    @property
+    def models_root(self) -> Path:
+        """Checkpoints: one file per model version or pre-training."""
+        return self.data_root / "models"
+
+    @property
+    def feature_cache_root(self) -> Path:
+        """Frozen-encoder tokens, one folder per encoder fingerprint."""
+        return self.data_root / "cache" / "features"
 
     @property
     def demo_root(self) -> Path:

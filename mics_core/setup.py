@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from mics_core.config import Settings
 from mics_core.db import init_db
 from mics_core.db.models import Case
-from mics_core.demo import CLASSES, generate
+from mics_core.evaluation.demo import CLASSES, generate
 from mics_core.ingest.importer import import_source
 from mics_core.labels import add_classes
 

@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from mics_core.config import Settings
+
 
 def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     """Write `target` through `write(temporary path)` in the same folder, then rename it into
@@ -35,14 +37,17 @@ class UnsafePathError(ValueError):
 
 
 class ImageStore:
-    def __init__(self, data_root: Path) -> None:
-        self.data_root = Path(data_root)
+    """The image store of `settings`: files under `settings.store_root`, paths kept relative to the data root."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.data_root = Path(settings.data_root)
+        self.root = Path(settings.store_root)
 
     def put(self, data: bytes, kind: str, suffix: str) -> tuple[str, str]:
         """Store `data` under `kind/` ("images" or "thumbs"); return (sha256, relative path)."""
         digest = hashlib.sha256(data).hexdigest()
-        rel = f"store/{kind}/{digest[:2]}/{digest}{suffix}"
-        target = self.data_root / rel
+        target = self.root / kind / digest[:2] / f"{digest}{suffix}"
+        rel = target.relative_to(self.data_root).as_posix()
         if not target.exists():
             atomic_write(target, lambda tmp: tmp.write_bytes(data))
         return digest, rel

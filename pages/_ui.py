@@ -46,7 +46,7 @@ def database() -> Database:
 
 
 def store() -> ImageStore:
-    return ImageStore(settings().data_root)
+    return ImageStore(settings())
 
 
 @contextmanager

@@ -95,7 +95,7 @@ def test_case_view_shows_images_label_note_and_history_newest_first(db, settings
         session.add(user)
         session.flush()
         annotate(session, project[0], "polyp", source="manual", user_id=user.id, note="raised edge")
-        view = case_view(session, ImageStore(settings.data_root), project[0])
+        view = case_view(session, ImageStore(settings), project[0])
     assert view.id == project[0] and view.key == "case00"
     assert view.wli.is_file() and view.nbi.is_file() and view.wli != view.nbi
     assert view.nbi_computed  # only WLI was imported, so NBI is the computed view
@@ -109,7 +109,7 @@ def test_case_view_shows_images_label_note_and_history_newest_first(db, settings
 
 
 def test_case_view_of_an_unlabelled_and_of_a_cleared_case(db, settings, project):
-    store = ImageStore(settings.data_root)
+    store = ImageStore(settings)
     with db.session() as session:
         fresh = case_view(session, store, project[6])
         assert fresh.label is None and fresh.note is None and fresh.history == []
@@ -122,13 +122,13 @@ def test_case_view_of_an_unlabelled_and_of_a_cleared_case(db, settings, project)
 def test_case_view_shows_the_active_models_prediction(db, settings, project):
     add_model(db, [[0.2, 0.7, 0.1]] * 12, [0.3] * 12)
     with db.session() as session:
-        view = case_view(session, ImageStore(settings.data_root), project[0])
+        view = case_view(session, ImageStore(settings), project[0])
     assert view.predicted == "polyp" and view.probability == pytest.approx(0.7)
 
 
 def test_case_view_of_a_missing_case_is_refused(db, settings, project):
     with db.session() as session, pytest.raises(BrowseError, match="no case"):
-        case_view(session, ImageStore(settings.data_root), max(project) + 1)
+        case_view(session, ImageStore(settings), max(project) + 1)
 
 
 def test_case_table_pages_through_cases_in_id_order(db, project):

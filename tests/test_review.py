@@ -141,7 +141,7 @@ def _check_diverse(items, cases: list[int], limit: int) -> None:
 
 
 def test_diversity_without_a_model_clusters_thumbnails(db, settings, cases):
-    store = ImageStore(settings.data_root)
+    store = ImageStore(settings)
     items = queue(db, "diversity", limit=3, store=store)
     _check_diverse(items, cases, 3)
     assert queue(db, "diversity", limit=3, store=store) == items  # deterministic for a seed
@@ -159,7 +159,7 @@ def test_diversity_with_a_model_clusters_embeddings(db, cases, model):
 
 
 def test_diversity_with_few_candidates_returns_them_all(db, settings, cases):
-    items = queue(db, "diversity", limit=10, store=ImageStore(settings.data_root))
+    items = queue(db, "diversity", limit=10, store=ImageStore(settings))
     assert [item.case_id for item in items] == cases and {item.score for item in items} == {1.0}
 
 

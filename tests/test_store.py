@@ -6,11 +6,12 @@ import hashlib
 
 import pytest
 
+from mics_core.config import Settings
 from mics_core.store import ImageStore, UnsafePathError
 
 
 def test_put_is_content_addressed_and_idempotent(tmp_path):
-    store = ImageStore(tmp_path)
+    store = ImageStore(Settings(data_root=tmp_path))
     digest, rel = store.put(b"abc", "images", ".png")
     assert digest == hashlib.sha256(b"abc").hexdigest()
     assert rel == f"store/images/{digest[:2]}/{digest}.png"
@@ -22,7 +23,7 @@ def test_put_is_content_addressed_and_idempotent(tmp_path):
 @pytest.mark.parametrize("rel", ["../outside.png", "/etc/passwd", "store/../../x"])
 def test_resolve_refuses_paths_outside_the_data_root(tmp_path, rel):
     with pytest.raises(UnsafePathError):
-        ImageStore(tmp_path / "root").resolve(rel)
+        ImageStore(Settings(data_root=tmp_path / "root")).resolve(rel)
 
 
 def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):

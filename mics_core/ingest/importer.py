@@ -123,7 +123,7 @@ def import_source(
         with db.session() as session:
             classes = _class_list(session, specs, report)
             ready = _check_cases(session, specs, classes, settings, report)
-            _write(session, ready, ImageStore(settings.data_root), settings, report, user_id)
+            _write(session, ready, ImageStore(settings), settings, report, user_id)
             _label_existing(session, extra_labels, specs, classes, report, user_id)
     return report
 

@@ -42,7 +42,7 @@ def run_retrain(
     db: Database, settings: Settings, train: TrainSettings, reporter: Reporter, force_pretrain: bool = False
 ) -> int:
     """Run the chain and return the new, active model version's id."""
-    store = ImageStore(settings.data_root)
+    store = ImageStore(settings)
     models_dir = settings.data_root / "models"
     with db.session() as session:
         snapshot = label_snapshot(session)

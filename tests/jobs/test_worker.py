@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from mics_core.config import Settings
 from mics_core.db.models import Job, ModelVersion, Prediction
-from mics_core.demo import generate
+from mics_core.evaluation.demo import generate
 from mics_core.ingest.importer import import_source
 from mics_core.jobs.queue import cancel, enqueue, request_retrain
 from mics_core.registry import activate, active_version

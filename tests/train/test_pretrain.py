@@ -6,7 +6,7 @@ import math
 
 from mics_core.config import TrainSettings
 from mics_core.data import load_pairs, records_from_manifest
-from mics_core.demo import generate
+from mics_core.evaluation.demo import generate
 from mics_core.train.pretrain import cross_modal_check
 
 

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from mics_core.config import TrainSettings
 from mics_core.data import records_from_manifest
-from mics_core.demo import generate
+from mics_core.evaluation.demo import generate
 from mics_core.train import MICSModel, Reporter, train_mics
 from mics_core.train.progress import Cancelled
 

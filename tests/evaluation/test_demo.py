@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from mics_core.demo import CLASSES, NBI, WLI, generate, make_scene, render, render_pair
+from mics_core.evaluation.demo import CLASSES, NBI, WLI, generate, make_scene, render, render_pair
 
 
 def _digests(folder):

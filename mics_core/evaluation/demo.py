@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 from scipy.ndimage import gaussian_filter
 
 CLASSES = ("normal", "polyp", "ulcerative-colitis", "esophagitis")
-README = """SYNTHETIC DEMO DATA — rendered by mics_core.demo, not real patients.
+README = """SYNTHETIC DEMO DATA — rendered by mics_core.evaluation.demo, not real patients.
 {pairs} paired WLI/NBI cases, {size}x{size} px, seed {seed}, classes: {classes}.
 manifest.csv holds the ground-truth label of every case (for benchmarks).
 """
