@@ -24,9 +24,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from mics_core.evaluation.benchmark import METHOD_FUNCTIONS, Split, content_hash, make_split, split_pretraining
 from mics_core.config import TrainSettings
 from mics_core.data import records_from_manifest
+from mics_core.evaluation.benchmark import METHOD_FUNCTIONS, Split, content_hash, make_split, split_pretraining
 from mics_core.train import random_encoders, record_tokens
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mics_core.evaluation.benchmark import run_benchmark
 from mics_core.config import TrainSettings
+from mics_core.evaluation.benchmark import run_benchmark
 
 
 def main() -> None:

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from mics_core.evaluation.benchmark import content_hash, make_split, split_pretraining
 from mics_core.config import Settings, TrainSettings
 from mics_core.data import records_from_manifest
 from mics_core.db import init_db
 from mics_core.db.models import Case, ModelVersion
+from mics_core.evaluation.benchmark import content_hash, make_split, split_pretraining
 from mics_core.evaluation.demo import generate
 from mics_core.ingest.importer import import_source
 from mics_core.jobs.retrain import _write_predictions

@@ -209,8 +209,8 @@ def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    from mics_core.evaluation.benchmark import METHODS, format_table, run_benchmark, summarise, write_json
     from mics_core.config import TrainSettings
+    from mics_core.evaluation.benchmark import METHODS, format_table, run_benchmark, summarise, write_json
 
     overrides = _train_overrides(args)
     if args.baseline_steps is not None:

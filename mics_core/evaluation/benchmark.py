@@ -21,9 +21,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from mics_core.evaluation.baselines import predict_images, train_fixmatch, train_supervised
 from mics_core.config import TrainSettings
 from mics_core.data import PairRecord, load_pairs, records_from_manifest
+from mics_core.evaluation.baselines import predict_images, train_fixmatch, train_supervised
 from mics_core.metrics import evaluate
 from mics_core.train import pretrain_encoders, train_mics
 from mics_core.train.devices import resolve_device

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mics_core.evaluation.benchmark import METHODS, format_table, make_split, summarise
 from mics_core.data import PairRecord
+from mics_core.evaluation.benchmark import METHODS, format_table, make_split, summarise
 from mics_core.evaluation.demo import generate
 
 ROOT = Path(__file__).resolve().parents[1]
