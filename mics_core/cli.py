@@ -245,8 +245,10 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _job_line(job) -> str:
+    from mics_core.db.models import JobStatus
+
     progress = f"{job.phase or '-'} {job.step}/{job.total}" if job.total else (job.phase or "-")
-    eta = f" eta {job.eta_seconds:.0f}s" if job.eta_seconds and job.status == "running" else ""
+    eta = f" eta {job.eta_seconds:.0f}s" if job.eta_seconds and job.status == JobStatus.RUNNING else ""
     loss = f" loss {job.loss:.4f}" if job.loss is not None else ""
     return f"{job.id:>5}  {job.kind:<9} {job.status:<10} {progress}{loss}{eta}" + (
         f"  error: {job.error}" if job.error else ""
@@ -257,8 +259,8 @@ def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
     from mics_core.db import init_db
-    from mics_core.db.models import Job
-    from mics_core.jobs.queue import request_retrain
+    from mics_core.db.models import Job, JobStatus
+    from mics_core.jobs.queue import FINISHED, request_retrain
     from mics_core.jobs.worker import ensure_local_worker
 
     params = _train_overrides(args)
@@ -278,25 +280,24 @@ def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
         if line != last:
             print(line, flush=True)
             last = line
-        if status in ("succeeded", "failed", "cancelled"):
-            return 0 if status == "succeeded" else 1
+        if status in FINISHED:
+            return 0 if status == JobStatus.SUCCEEDED else 1
         time.sleep(1)
 
 
 def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    from sqlalchemy import select
-
     from mics_core.db import init_db
-    from mics_core.db.models import Job
+    from mics_core.jobs.queue import recent_jobs
 
     with init_db(settings.db_url).session() as session:
-        jobs = session.scalars(select(Job).order_by(Job.id.desc()).limit(args.limit)).all()
+        jobs = recent_jobs(session, args.limit)
         print("\n".join(_job_line(job) for job in jobs) or "no jobs yet")
     return 0
 
 
 def _cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     from mics_core.db import init_db
+    from mics_core.db.models import JobStatus
     from mics_core.jobs.queue import JobError, cancel
 
     with init_db(settings.db_url).session() as session:
@@ -304,7 +305,7 @@ def _cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
             job = cancel(session, args.job_id)
         except JobError as err:
             raise UserFacingError(str(err)) from None
-        print(f"job {job.id}: " + ("cancelled" if job.status == "cancelled" else "will stop at its next step"))
+        print(f"job {job.id}: " + ("cancelled" if job.status == JobStatus.CANCELLED else "will stop at its next step"))
     return 0
 
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import streamlit as st
 from PIL import Image as PILImage
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mics_core.auth import allowed
 from mics_core.config import Settings
 from mics_core.db import Database, init_db
-from mics_core.db.models import Job, User
+from mics_core.db.models import User
+from mics_core.jobs.queue import active_jobs
 from mics_core.registry import active_version
 from mics_core.stats import dataset_stats
 from mics_core.store import ImageStore
@@ -121,7 +121,7 @@ def sidebar() -> None:
     with session() as opened:
         stats = dataset_stats(opened)
         version = active_version(opened)
-        running = opened.scalar(select(func.count()).select_from(Job).where(Job.status.in_(("queued", "running"))))
+        running = active_jobs(opened)
         summary = (version.id, version.metrics.get("accuracy")) if version else None
     with st.sidebar:
         left, right = st.columns(2)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from mics_core.auth import SINGLE_USER, AuthError, create_user, set_role
-from mics_core.db.models import ROLES, Job, User
+from mics_core.db.models import ROLES, User
+from mics_core.jobs.queue import job_counts
 from mics_core.jobs.worker import live_workers
 from mics_core.labels import LabelError, add_classes, class_names
 from pages import _ui
@@ -76,8 +77,8 @@ with system_tab:
     url = make_url(_ui.settings().db_url)
     st.write(f"**Database:** {url.get_backend_name()} — `{url.render_as_string(hide_password=True)}`")
     with _ui.session() as session:
-        counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-    st.write("**Jobs:** " + (", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none yet"))
+        counts = job_counts(session)
+    st.write("**Jobs:** " + (", ".join(f"{n} {status}" for status, n in counts.items()) or "none yet"))
     workers = live_workers(_ui.database())
     if workers:
         st.dataframe(

@@ -10,11 +10,10 @@ from __future__ import annotations
 import pandas as pd
 import plotly.express as px
 import streamlit as st
-from sqlalchemy import select
 
 from mics_core.config import TrainSettings
 from mics_core.db.models import Job
-from mics_core.jobs.queue import ACTIVE, JobError, cancel, request_retrain
+from mics_core.jobs.queue import ACTIVE, JobError, cancel, latest_job, recent_jobs, request_retrain
 from mics_core.jobs.worker import ensure_local_worker, live_workers
 from mics_core.registry import RegistryError, activate, versions
 from pages import _ui
@@ -98,19 +97,17 @@ def show_job(job: Job) -> None:
         st.error(f"The job did not finish: {job.error}")
 
 
-def latest_job() -> Job | None:
+def followed_job() -> Job | None:
     with _ui.session() as session:
-        return session.scalar(
-            select(Job).order_by(Job.status.notin_(ACTIVE), Job.status != "running", Job.id.desc()).limit(1)
-        )
+        return latest_job(session)
 
 
-job = latest_job()
+job = followed_job()
 
 
 @st.fragment(run_every=2 if job is not None and job.status in ACTIVE else None)
 def progress() -> None:
-    current = latest_job()
+    current = followed_job()
     if current is None:
         st.caption("No training job yet.")
         return
@@ -156,7 +153,7 @@ else:
 
 with st.expander("Job history"):
     with _ui.session() as session:
-        jobs = session.scalars(select(Job).order_by(Job.id.desc()).limit(20)).all()
+        jobs = recent_jobs(session)
         table = pd.DataFrame(
             [
                 {

@@ -12,6 +12,7 @@ Rules the schema encodes:
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -35,8 +36,23 @@ MODALITIES = ("wli", "nbi")
 SPLITS = ("train", "val", "test")
 ANNOTATION_SOURCES = ("manual", "review-accept", "review-correct", "import", "undo")
 ROLES = ("annotator", "reviewer", "admin")
-JOB_KINDS = ("pretrain", "finetune", "predict", "umap", "retrain")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class JobKind(StrEnum):
+    """What a job does. A retrain is the whole chain (pre-training when due, fine-tuning,
+    prediction, UMAP); its steps are phases of that one job, not jobs of their own."""
+
+    RETRAIN = "retrain"
+
+
+class JobStatus(StrEnum):
+    """Where a job is: queued, then running, then one of the three finished states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 def utcnow() -> datetime:
@@ -162,9 +178,9 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_status_id", "status", "id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(20))  # a JobKind
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(10), default="queued")
+    status: Mapped[str] = mapped_column(String(10), default=JobStatus.QUEUED)
     phase: Mapped[str | None] = mapped_column(String(40))
     step: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int] = mapped_column(Integer, default=0)

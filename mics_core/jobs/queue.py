@@ -12,12 +12,13 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from mics_core.db.models import JOB_KINDS, Job, utcnow
+from mics_core.db.models import Job, JobKind, JobStatus, utcnow
 
-ACTIVE = ("queued", "running")
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 LOG_TAIL_CHARS = 4000
 CURVE_POINTS = 5000
 
@@ -27,9 +28,9 @@ class JobError(ValueError):
 
 
 def enqueue(session: Session, kind: str, params: dict[str, Any] | None = None, user_id: int | None = None) -> Job:
-    if kind not in JOB_KINDS:
-        raise JobError(f"unknown job kind {kind!r}; use one of {', '.join(JOB_KINDS)}")
-    job = Job(kind=kind, params=params or {}, status="queued", requested_by=user_id)
+    if kind not in tuple(JobKind):
+        raise JobError(f"unknown job kind {kind!r}; use one of {', '.join(JobKind)}")
+    job = Job(kind=kind, params=params or {}, status=JobStatus.QUEUED, requested_by=user_id)
     session.add(job)
     session.flush()
     return job
@@ -39,16 +40,19 @@ def request_retrain(session: Session, params: dict[str, Any] | None = None, user
     """A retrain, at most once in the queue: joins a queued retrain, else queues one (even
     behind a running one, so the labels added meanwhile are trained on next)."""
     queued = session.scalar(
-        select(Job).where(Job.kind == "retrain", Job.status == "queued").order_by(Job.id).with_for_update()
+        select(Job)
+        .where(Job.kind == JobKind.RETRAIN, Job.status == JobStatus.QUEUED)
+        .order_by(Job.id)
+        .with_for_update()
     )
-    return queued or enqueue(session, "retrain", params, user_id)
+    return queued or enqueue(session, JobKind.RETRAIN, params, user_id)
 
 
-def claim_next(session: Session, worker_id: str, kinds: tuple[str, ...] = JOB_KINDS) -> Job | None:
+def claim_next(session: Session, worker_id: str, kinds: tuple[str, ...] = tuple(JobKind)) -> Job | None:
     """Atomically move the oldest queued job to running for `worker_id`; None when there is none."""
     oldest = (
         select(Job.id)
-        .where(Job.status == "queued", Job.kind.in_(kinds))
+        .where(Job.status == JobStatus.QUEUED, Job.kind.in_(kinds))
         .order_by(Job.id)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -57,8 +61,10 @@ def claim_next(session: Session, worker_id: str, kinds: tuple[str, ...] = JOB_KI
     now = utcnow()
     claimed = session.scalar(
         update(Job)
-        .where(Job.id == oldest, Job.status == "queued")
-        .values(status="running", worker_id=worker_id, started_at=now, heartbeat_at=now, attempts=Job.attempts + 1)
+        .where(Job.id == oldest, Job.status == JobStatus.QUEUED)
+        .values(
+            status=JobStatus.RUNNING, worker_id=worker_id, started_at=now, heartbeat_at=now, attempts=Job.attempts + 1
+        )
         .returning(Job.id)
     )
     return session.get(Job, claimed, populate_existing=True) if claimed is not None else None
@@ -99,9 +105,9 @@ def cancel(session: Session, job_id: int) -> Job:
     job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job is None:
         raise JobError(f"there is no job {job_id}")
-    if job.status == "queued":
-        job.status, job.finished_at = "cancelled", utcnow()
-    elif job.status == "running":
+    if job.status == JobStatus.QUEUED:
+        job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+    elif job.status == JobStatus.RUNNING:
         job.cancel_requested = True
     else:
         raise JobError(f"job {job_id} has already {job.status}")
@@ -112,13 +118,37 @@ def reap_stale(session: Session, lease_seconds: float, max_attempts: int = 2) ->
     """Running jobs whose worker stopped heart-beating: re-queued once, then failed."""
     cutoff = utcnow() - timedelta(seconds=lease_seconds)
     stale = session.scalars(
-        select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff).with_for_update(skip_locked=True)
+        select(Job)
+        .where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
+        .with_for_update(skip_locked=True)
     ).all()
     for job in stale:
         if job.attempts < max_attempts and not job.cancel_requested:
-            job.status, job.worker_id, job.phase = "queued", None, None
+            job.status, job.worker_id, job.phase = JobStatus.QUEUED, None, None
             job.log_tail = (job.log_tail + "worker stopped responding; job re-queued\n")[-LOG_TAIL_CHARS:]
         else:
-            job.status, job.finished_at = "failed", utcnow()
+            job.status, job.finished_at = JobStatus.FAILED, utcnow()
             job.error = "the worker stopped responding (it may have crashed or lost power)"
     return [job.id for job in stale]
+
+
+def latest_job(session: Session) -> Job | None:
+    """The job to follow: the newest running one, else the newest queued, else the newest finished."""
+    return session.scalar(
+        select(Job).order_by(Job.status.notin_(ACTIVE), Job.status != JobStatus.RUNNING, Job.id.desc()).limit(1)
+    )
+
+
+def recent_jobs(session: Session, limit: int = 20) -> list[Job]:
+    """The newest `limit` jobs, newest first."""
+    return list(session.scalars(select(Job).order_by(Job.id.desc()).limit(limit)))
+
+
+def active_jobs(session: Session) -> int:
+    """How many jobs are queued or running."""
+    return session.scalar(select(func.count()).select_from(Job).where(Job.status.in_(ACTIVE)))
+
+
+def job_counts(session: Session) -> dict[str, int]:
+    """`{status: number of jobs}` of every status that has a job."""
+    return dict(session.execute(select(Job.status, func.count()).group_by(Job.status).order_by(Job.status)).all())

@@ -26,7 +26,7 @@ from sqlalchemy import delete, select
 
 from mics_core.config import Settings, TrainSettings
 from mics_core.db import Database, init_db
-from mics_core.db.models import Job, Worker, utcnow
+from mics_core.db.models import Job, JobStatus, Worker, utcnow
 from mics_core.jobs.queue import claim_next, finish, reap_stale, report_progress
 from mics_core.jobs.retrain import run_retrain
 from mics_core.train import Cancelled, Reporter
@@ -79,17 +79,17 @@ def run_job(
     try:
         # the job's own settings win over the worker's device; a bad setting fails the job, not the worker
         train = job_settings(job.params, device, gpus)
-        version = run_retrain(db, settings, train, JobReporter(db, job.id), force_pretrain=job.kind == "pretrain")
+        version = run_retrain(db, settings, train, JobReporter(db, job.id))
     except Cancelled as stop:
-        return "cancelled", str(stop), None
+        return JobStatus.CANCELLED, str(stop), None
     except Exception as err:  # a job's failure is recorded on its row, never crashes the worker
         detail = "".join(traceback.format_exception_only(err)).strip()
         with db.session() as session:
             report_progress(
                 session, job.id, job.phase or "failed", job.step, job.total, None, None, traceback.format_exc()[-2000:]
             )
-        return "failed", detail, None
-    return "succeeded", None, version
+        return JobStatus.FAILED, detail, None
+    return JobStatus.SUCCEEDED, None, version
 
 
 def _heartbeat(db: Database, worker_id: str, state: dict, stop: threading.Event) -> None:
@@ -100,7 +100,7 @@ def _heartbeat(db: Database, worker_id: str, state: dict, stop: threading.Event)
                 worker.heartbeat_at, worker.job_id = utcnow(), state.get("job")
             if state.get("job") is not None:
                 job = session.get(Job, state["job"])
-                if job is not None and job.status == "running":
+                if job is not None and job.status == JobStatus.RUNNING:
                     job.heartbeat_at = utcnow()
 
 

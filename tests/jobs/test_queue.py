@@ -8,15 +8,19 @@ from datetime import timedelta
 import pytest
 
 from mics_core.db import connect
-from mics_core.db.models import Job, utcnow
+from mics_core.db.models import Job, JobStatus, utcnow
 from mics_core.jobs.queue import (
     LOG_TAIL_CHARS,
     JobError,
+    active_jobs,
     cancel,
     claim_next,
     enqueue,
     finish,
+    job_counts,
+    latest_job,
     reap_stale,
+    recent_jobs,
     report_progress,
     request_retrain,
 )
@@ -24,7 +28,7 @@ from mics_core.jobs.queue import (
 
 def test_claims_oldest_first_and_never_twice(db):
     with db.session() as s:
-        first, second = enqueue(s, "retrain").id, enqueue(s, "predict").id
+        first, second = enqueue(s, "retrain").id, enqueue(s, "retrain").id
     with db.session() as s:
         job = claim_next(s, "w1")
         assert (job.id, job.status, job.worker_id, job.attempts) == (first, "running", "w1", 1)
@@ -34,9 +38,11 @@ def test_claims_oldest_first_and_never_twice(db):
         assert claim_next(s, "w3") is None
 
 
-def test_unknown_kind_is_refused(db):
+@pytest.mark.parametrize("kind", ["mine-bitcoin", "predict"])
+def test_unknown_kind_is_refused(db, kind):
+    """A retrain is the only job; predicting is one of its phases, not a job of its own."""
     with pytest.raises(JobError, match="unknown job kind"), db.session() as s:
-        enqueue(s, "mine-bitcoin")
+        enqueue(s, kind)
 
 
 def test_retrain_requests_join_the_queued_one(db):
@@ -97,6 +103,32 @@ def test_a_silent_worker_is_requeued_once_then_failed(db):
         reap_stale(s, lease_seconds=60)
         job = s.get(Job, job_id)
         assert job.status == "failed" and "stopped responding" in job.error
+
+
+def test_the_job_to_follow_is_the_running_one_then_the_queued_one_then_the_last(db):
+    with db.session() as s:
+        assert latest_job(s) is None
+        first, second = enqueue(s, "retrain").id, enqueue(s, "retrain").id
+        assert latest_job(s).id == second  # both queued: the newest
+        claim_next(s, "w1")
+        assert latest_job(s).id == first  # running beats queued
+        finish(s, first, JobStatus.SUCCEEDED)
+        assert latest_job(s).id == second
+        cancel(s, second)
+        assert latest_job(s).id == second  # nothing active: the newest finished
+
+
+def test_job_listings_and_counts(db):
+    with db.session() as s:
+        assert recent_jobs(s) == [] and active_jobs(s) == 0 and job_counts(s) == {}
+        ids = [enqueue(s, "retrain").id for _ in range(4)]
+        claim_next(s, "w1")
+        finish(s, ids[0], JobStatus.FAILED)
+        claim_next(s, "w1")
+        cancel(s, ids[3])
+        assert [job.id for job in recent_jobs(s, limit=3)] == ids[:0:-1]  # newest first
+        assert active_jobs(s) == 2  # one running, one queued
+        assert job_counts(s) == {"cancelled": 1, "failed": 1, "queued": 1, "running": 1}
 
 
 @pytest.mark.postgres
