@@ -15,9 +15,9 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
-from mics_core.db.models import Annotation, Case, Image, ImportBatch, LabelClass, ModelVersion, Prediction, User
+from mics_core.db.models import Annotation, Case, Image, ImportBatch, LabelClass, Prediction, User
 from mics_core.labels import current_label_id
-from mics_core.registry import active_version
+from mics_core.registry import active_version, active_version_id
 from mics_core.store import ImageStore
 
 ORDERS = ("unlabelled first", "by class", "by batch", "random")
@@ -128,7 +128,7 @@ def case_view(session: Session, store: ImageStore, case_id: int) -> CaseView:
 def case_table(session: Session, offset: int = 0, limit: int = 50) -> pd.DataFrame:
     """One page of cases: key, current label, the active model's prediction, NBI origin, batch."""
     label, predicted, nbi = aliased(LabelClass), aliased(LabelClass), aliased(Image)
-    active = select(ModelVersion.id).where(ModelVersion.active, ModelVersion.kind == "mics").scalar_subquery()
+    active = active_version_id()
     rows = session.execute(
         select(
             Case.case_key,

@@ -310,20 +310,21 @@ def _cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    import pandas as pd
+
     from mics_core.db import init_db
-    from mics_core.registry import versions
+    from mics_core.registry import version_table, versions
 
     with init_db(settings.db_url).session() as session:
-        rows = versions(session)
-        for v in rows:
-            accuracy = v.metrics.get("accuracy")
-            held_out = f"{accuracy:.3f}" if accuracy is not None else "n/a"
-            print(
-                f"{'*' if v.active else ' '} {v.id:>4}  {v.created_at:%Y-%m-%d %H:%M}  labels {v.n_labels:>5}  "
-                f"held-out accuracy {held_out}  {v.settings.get('backbone')}"
-            )
-        if not rows:
-            print("no model versions yet: run `python -m mics_core retrain`")
+        table = version_table(versions(session))
+    for v in table.itertuples(index=False):
+        held_out = f"{v.accuracy:.3f}" if pd.notna(v.accuracy) else "n/a"
+        print(
+            f"{'*' if v.active else ' '} {v.version:>4}  {v.created:%Y-%m-%d %H:%M}  labels {v.labels:>5}  "
+            f"held-out accuracy {held_out}  {v.backbone}"
+        )
+    if table.empty:
+        print("no model versions yet: run `python -m mics_core retrain`")
     return 0
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
-from mics_core.db.models import Case, LabelClass, ModelVersion, Prediction
+from mics_core.db.models import Case, LabelClass, ModelKind, ModelVersion, Prediction
 from mics_core.labels import current_label_id
 
 PROJECTION_COLUMNS = [
@@ -68,7 +68,7 @@ def previous_version(session: Session, version_id: int) -> ModelVersion | None:
     """The model version trained just before `version_id` (to show the feature space change)."""
     return session.scalar(
         select(ModelVersion)
-        .where(ModelVersion.kind == "mics", ModelVersion.id < version_id)
+        .where(ModelVersion.kind == ModelKind.MICS, ModelVersion.id < version_id)
         .order_by(ModelVersion.id.desc())
         .limit(1)
     )

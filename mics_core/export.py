@@ -13,8 +13,9 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from mics_core.db.models import Annotation, Case, Image, ImportBatch, LabelClass, ModelVersion, Prediction, User
+from mics_core.db.models import Annotation, Case, Image, ImportBatch, LabelClass, Prediction, User
 from mics_core.labels import newest_annotation_ids
+from mics_core.registry import active_version_id
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -60,7 +61,7 @@ def cases_frame(session: Session) -> pd.DataFrame:
     label_class, predicted_class = aliased(LabelClass), aliased(LabelClass)
     newest = newest_annotation_ids().subquery()
     counts = select(Annotation.case_id, func.count().label("n")).group_by(Annotation.case_id).subquery()
-    active = select(ModelVersion.id).where(ModelVersion.active).scalar_subquery()
+    active = active_version_id()
     query = (
         select(
             Case.case_key,

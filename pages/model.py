@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from mics_core.metrics import held_out_report
-from mics_core.registry import versions
+from mics_core.registry import version_table, versions
 from pages import _ui
 
 _ui.require("model")
@@ -25,25 +25,8 @@ if not all_versions:
     st.info("No model yet: label some cases and press Retrain on the Train screen.")
     st.stop()
 
-table = pd.DataFrame(
-    [
-        {
-            "version": v.id,
-            "active": "✓" if v.active else "",
-            "labels": v.n_labels,
-            "held-out cases": v.metrics.get("n"),
-            "accuracy": v.metrics.get("accuracy"),
-            "macro-F1": v.metrics.get("macro_f1"),
-            "AUC": v.metrics.get("auc"),
-            "ECE": v.metrics.get("ece"),
-            "ECE before scaling": v.metrics.get("ece_before_scaling"),
-            "Brier": v.metrics.get("brier"),
-            "AURC": v.metrics.get("aurc"),
-        }
-        for v in all_versions
-    ]
-)
-st.dataframe(table.iloc[::-1], hide_index=True, width="stretch")
+table = version_table(all_versions)
+st.dataframe(table.drop(columns=["created", "backbone"]).iloc[::-1], hide_index=True, width="stretch")
 
 if table["accuracy"].notna().sum() > 1:
     curve = px.line(table.dropna(subset=["accuracy"]), x="labels", y=["accuracy", "macro-F1"], markers=True, height=280)

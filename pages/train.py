@@ -15,7 +15,7 @@ from mics_core.config import TrainSettings
 from mics_core.db.models import Job
 from mics_core.jobs.queue import ACTIVE, JobError, cancel, latest_job, recent_jobs, request_retrain
 from mics_core.jobs.worker import ensure_local_worker, live_workers
-from mics_core.registry import RegistryError, activate, versions
+from mics_core.registry import RegistryError, activate, version_table, versions
 from pages import _ui
 
 me = _ui.require("train")
@@ -121,26 +121,15 @@ progress()
 
 st.subheader("Model versions")
 with _ui.session() as session:
-    rows = [
-        {
-            "version": v.id,
-            "active": "✓" if v.active else "",
-            "created": v.created_at,
-            "labels": v.n_labels,
-            "held-out accuracy": v.metrics.get("accuracy"),
-            "macro-F1": v.metrics.get("macro_f1"),
-            "ECE": v.metrics.get("ece"),
-            "backbone": v.settings.get("backbone"),
-        }
-        for v in reversed(versions(session))
-    ]
-if not rows:
+    table = version_table(versions(session)[::-1])
+if table.empty:
     st.caption("No model yet. Label a few cases of every class, then press Retrain.")
 else:
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    shown = ["version", "active", "created", "labels", "accuracy", "macro-F1", "ECE", "backbone"]
+    st.dataframe(table[shown], hide_index=True, width="stretch")
     if me.role == "admin":
         left, right = st.columns([1, 3])
-        chosen = left.selectbox("Version", [r["version"] for r in rows], label_visibility="collapsed")
+        chosen = left.selectbox("Version", list(table["version"]), label_visibility="collapsed")
         if right.button("Make this version active (roll back)"):
             try:
                 with _ui.session() as session:

@@ -94,3 +94,24 @@ def test_init_with_demo_imports_the_demo_unlabelled_once(tmp_path):
     stats = run("stats", data_root=data).stdout
     assert "cases: 8" in stats and "labelled: 0" in stats and "polyp: 0" in stats
     assert "database ready: 8 case(s)" in run("init", "--demo", data_root=data).stdout
+
+
+def test_models_lists_versions_oldest_first_and_marks_the_active_one(settings, db, capsys):
+    from mics_core.cli import main
+    from mics_core.db.models import ModelKind, ModelVersion
+    from mics_core.registry import activate
+
+    assert main(["models", "--db", settings.db_url]) == 0
+    assert "no model versions yet" in capsys.readouterr().out
+    with db.session() as session:
+        rows = [
+            ModelVersion(kind=ModelKind.MICS, checkpoint_path="-", metrics={"accuracy": 0.75}, n_labels=8),
+            ModelVersion(kind=ModelKind.MICS, checkpoint_path="-", n_labels=20),
+        ]
+        session.add_all(rows)
+        session.flush()
+        activate(session, rows[0].id)
+    assert main(["models", "--db", settings.db_url]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert first.startswith(f"* {rows[0].id:>4}") and "labels     8" in first and "held-out accuracy 0.750" in first
+    assert second.startswith(f"  {rows[1].id:>4}") and "held-out accuracy n/a" in second

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mics_core.db.models import Case, ModelVersion, Prediction, User
+from mics_core.browse import case_table
+from mics_core.db.models import Case, ModelKind, ModelVersion, Prediction, User
 from mics_core.export import cases_frame, export_csv, filter_frame, history_frame, neutralise, to_csv_bytes
 from mics_core.ingest.importer import import_source
 from mics_core.labels import annotate, class_ids
@@ -58,31 +59,53 @@ def test_export_one_row_per_case_with_current_label(imported, tmp_path):
     assert "'=HYPERLINK(1)" in frame.index
 
 
+def _predict_c(session, version: ModelVersion, probability: float) -> None:
+    """`version` predicts polyp for case c with `probability`."""
+    case_c = session.scalar(sa.select(Case.id).where(Case.case_key == "c"))
+    session.add(
+        Prediction(
+            model_version_id=version.id,
+            case_id=case_c,
+            label_id=class_ids(session)["polyp"],
+            probability=probability,
+            margin=0.8,
+            uncertainty=0.1,
+            probs=[0.1, probability],
+        )
+    )
+
+
+def _exported_c(session, tmp_path) -> pd.Series:
+    export_csv(session, tmp_path / "out.csv")
+    return _read((tmp_path / "out.csv").read_bytes()).set_index("case_id").loc["c"]
+
+
 def test_export_includes_the_active_models_prediction(imported, tmp_path):
     with imported.session() as session:
-        ids = class_ids(session)
-        cases = dict(session.execute(sa.select(Case.case_key, Case.id)).all())
-        old = ModelVersion(checkpoint_path="m1", active=False)
-        new = ModelVersion(checkpoint_path="m2", active=True)
+        old = ModelVersion(kind=ModelKind.MICS, checkpoint_path="m1", active=False)
+        new = ModelVersion(kind=ModelKind.MICS, checkpoint_path="m2", active=True)
         session.add_all([old, new])
         session.flush()
-        for version, prob in ((old, 0.5), (new, 0.9)):
-            session.add(
-                Prediction(
-                    model_version_id=version.id,
-                    case_id=cases["c"],
-                    label_id=ids["polyp"],
-                    probability=prob,
-                    margin=0.8,
-                    uncertainty=0.1,
-                    probs=[0.1, prob],
-                )
-            )
-        export_csv(session, tmp_path / "out.csv")
+        _predict_c(session, old, 0.5)
+        _predict_c(session, new, 0.9)
+        row = _exported_c(session, tmp_path)
         new_id = new.id
-    row = _read((tmp_path / "out.csv").read_bytes()).set_index("case_id").loc["c"]
     assert row["predicted_label"] == "polyp" and float(row["probability"]) == 0.9
     assert row["model_version"] == str(new_id)
+
+
+def test_export_shows_the_predictions_the_screens_show(imported, tmp_path):
+    """Only a MICS version counts as active, in the export as on every screen: a flagged row of
+    another kind (the export used to read any active row) exports no prediction."""
+    with imported.session() as session:
+        encoders = ModelVersion(kind=ModelKind.ENCODERS, checkpoint_path="e1", active=True)
+        session.add(encoders)
+        session.flush()
+        _predict_c(session, encoders, 0.9)
+        row = _exported_c(session, tmp_path)
+        table = case_table(session)
+    assert row["predicted_label"] == "" and row["model_version"] == ""
+    assert table["Predicted"].isna().all()
 
 
 def test_history_exports_every_annotation_row(imported, tmp_path):

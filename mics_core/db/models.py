@@ -55,6 +55,14 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class ModelKind(StrEnum):
+    """A model version row: stage-1 `encoders` (reused by later fine-tunings) or a full `mics`
+    model that predicts; only a `mics` version can be active."""
+
+    ENCODERS = "encoders"
+    MICS = "mics"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -164,7 +172,7 @@ class ModelVersion(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
-    kind: Mapped[str] = mapped_column(String(20), default="finetune")
+    kind: Mapped[str] = mapped_column(String(20))  # a ModelKind
     checkpoint_path: Mapped[str] = mapped_column(String(255))
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     class_names: Mapped[list[str]] = mapped_column(default=list)
