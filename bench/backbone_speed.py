@@ -18,9 +18,8 @@ import torch
 from mics_core.config import TrainSettings
 from mics_core.data import load_pairs, records_from_manifest
 from mics_core.evaluation.demo import generate
-from mics_core.model.backbones import normalise
+from mics_core.features import build_encoders, encode_pairs
 from mics_core.model.pretraining import SynergisticPretrainer
-from mics_core.train.features import build_encoders, encode_pairs
 from mics_core.train.pretrain import cross_modal_check
 
 DEFAULT = [
@@ -36,12 +35,12 @@ DEFAULT = [
 
 
 def time_candidate(backbone: str, size: int, batch: int = 32, steps: int = 3) -> tuple[float, float, float]:
-    settings = TrainSettings(backbone=backbone, image_size=size, pretrain_batch=batch)
+    settings = TrainSettings().replace(backbone=backbone, image_size=size, pretrain_batch=batch)
     torch.manual_seed(0)
-    model = SynergisticPretrainer(settings)
+    model = SynergisticPretrainer(settings.pretrain)
     optimiser = torch.optim.AdamW(model.generator_parameters(), lr=1e-4)
     images = torch.randint(0, 255, (batch, 2, 3, size, size), dtype=torch.uint8)
-    wli, nbi = normalise(images[:, 0]), normalise(images[:, 1])
+    wli, nbi = (model.encoders[m].normalise(images[:, i]) for i, m in enumerate(("wli", "nbi")))
     timings = []
     for _ in range(steps + 1):
         start = time.perf_counter()
@@ -78,8 +77,8 @@ def main() -> None:
             name, size = candidate.split(":")
             step, per_pair, params = time_candidate(name, int(size))
             epoch = step * args.pairs / 32
-            settings = TrainSettings(backbone=name, image_size=int(size))
-            learnt = cross_modal_check(load_pairs(records, settings.image_size), settings).final_losses()["aligned"]
+            settings = TrainSettings().replace(backbone=name, image_size=int(size))
+            learnt = cross_modal_check(load_pairs(records, int(size)), settings).final_losses()["aligned"]
             print(
                 f"| {name} | {size} | {params:.1f} | {step:.2f} | {epoch:.0f} | {per_pair * 1000:.1f} | {learnt:.2f} |",
                 flush=True,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,8 @@ from sklearn.preprocessing import StandardScaler
 from mics_core.config import TrainSettings
 from mics_core.data import records_from_manifest
 from mics_core.evaluation.benchmark import METHOD_FUNCTIONS, Split, content_hash, make_split, split_pretraining
-from mics_core.train import random_encoders, record_tokens
+from mics_core.features import record_tokens
+from mics_core.train import random_encoders
 
 
 def linear_probe(tokens: torch.Tensor, labels: np.ndarray, fit_rows: np.ndarray, split: Split) -> float:
@@ -84,15 +84,15 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         for candidate in args.candidates:
             backbone, size, epochs = candidate.split(":")
-            settings = TrainSettings(backbone=backbone, image_size=int(size), pretrain_epochs=int(epochs))
+            settings = TrainSettings().replace(backbone=backbone, image_size=int(size), pretrain_epochs=int(epochs))
             rows = []
             for seed in range(args.seeds):
                 split = make_split(records, classes, args.fraction, seed)
                 split.cache |= {"root": root, "data_hash": content_hash(records)}
-                rows.append(measure(split, replace(settings, seed=seed)))
+                rows.append(measure(split, settings.replace(seed=seed)))
                 print(f"  seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items()), flush=True)
             mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-            chance = math.log(min(settings.pretrain_batch, len(split.training_records())))
+            chance = math.log(min(settings.pretrain.batch, len(split.training_records())))
             print(
                 f"| {backbone} | {size} | {epochs} | {mean['seconds']:.0f} | {mean['aligned']:.2f} ({chance:.2f}) | "
                 + " | ".join(

@@ -10,7 +10,6 @@ from the first model in both. Pre-training is shared through the bench cache.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for fraction in args.fractions:
         for refit in (False, True):
-            settings = replace(TrainSettings(), refit=refit)
+            settings = TrainSettings().replace(refit=refit)
             rows = run_benchmark(args.data, fraction, args.seeds, settings, ("mics",), cache=args.cache, log=str)
             accuracy = np.array([r["accuracy"] for r in rows])
             ece = np.mean([r["ece"] for r in rows])

@@ -16,7 +16,6 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +28,8 @@ from mics_core.db.models import Case, ModelVersion
 from mics_core.evaluation.benchmark import content_hash, make_split, split_pretraining
 from mics_core.evaluation.demo import generate
 from mics_core.ingest.importer import import_source
-from mics_core.jobs.retrain import _write_predictions
 from mics_core.labels import add_classes
+from mics_core.predict import predict, write_predictions
 from mics_core.review import STRATEGIES, Filters, rank
 from mics_core.train import train_mics
 
@@ -46,20 +45,13 @@ def run_seed(manifest: Path, fraction: float, seed: int, reviewed: int, cache: P
     records, classes = records_from_manifest(manifest)
     split = make_split(records, classes, fraction, seed)
     split.cache |= {"root": cache, "data_hash": content_hash(records)}
-    settings = replace(TrainSettings.from_env(), seed=seed)
+    settings = TrainSettings.from_env(seed=seed)
     started = time.perf_counter()
     state = split_pretraining(split, settings)
-    model = train_mics(
-        split.training_records(),
-        classes,
-        settings,
-        encoder_state=state,
-        pretrain_first=False,
-        cache_root=cache / "features",
-    )
+    model = train_mics(split.training_records(), classes, settings, encoder_state=state, cache_root=cache / "features")
     pool = [records[i] for i in split.unlabelled]
-    out = model.predict(pool, cache_root=cache / "features")
-    truth = {r.key: classes[r.label] for r in pool}
+    out = predict(model, pool, cache_root=cache / "features")
+    truth = {r.case_key: classes[r.label] for r in pool}
     print(f"seed {seed}: trained and predicted {len(pool)} unlabelled cases in {time.perf_counter() - started:.0f} s")
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Settings(db_url=f"sqlite:///{tmp}/review.db", data_root=Path(tmp) / "data")
@@ -72,7 +64,7 @@ def run_seed(manifest: Path, fraction: float, seed: int, reviewed: int, cache: P
             version = ModelVersion(kind="mics", checkpoint_path="-", class_names=classes, active=True)
             session.add(version)
             session.flush()
-            _write_predictions(session, version.id, [ids[r.key] for r in pool], classes, out, None)
+            write_predictions(session, version.id, [ids[r.case_key] for r in pool], classes, out, None)
         with db.session() as session:
             row = {
                 s: float(errors_found(session, s, reviewed, truth))

@@ -226,8 +226,10 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if unknown:
         raise UserFacingError(f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
     print(
-        f"settings: {train.backbone} at {train.image_size} px, pre-train {train.pretrain_epochs} epochs, "
-        f"fine-tune {train.finetune_epochs} epochs, baselines {train.baseline_steps} steps, device {train.device}"
+        f"settings: {train.pretrain.backbone} at {train.pretrain.image_size} px, "
+        f"pre-train {train.pretrain.epochs} epochs, fine-tune {train.finetune.epochs} epochs, "
+        f"baselines {train.baseline.steps} steps, device {train.device}",
+        flush=True,
     )
     rows = run_benchmark(args.data, args.labeled_fraction, args.seeds, train, methods, args.budget_minutes, args.cache)
     summary = summarise(rows)

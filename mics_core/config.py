@@ -6,8 +6,10 @@ code never reads `os.environ` anywhere else.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_DB_URL = "sqlite:///data/mics.db"
@@ -81,12 +83,9 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """Everything that shapes a MICS model; stored in every checkpoint's JSON.
-
-    The CPU preset is sized by measurement on 2 cores (see README, "Learning core");
-    the GPU preset follows the paper (ViT encoders, 224 px, 6 fusion blocks).
-    """
+class PretrainSettings:
+    """Stage 1, synergistic pre-training: everything that shapes the encoders, and so the
+    pre-training's identity (`pretraining_key`)."""
 
     # CPU preset by measurement (README, "Presets"): resnet10t's pre-training pays on real images
     # (HyperKvasir, 10 % labels: MICS 0.50 on random encoders, 0.59-0.64 after 40 epochs at 64 px), where
@@ -94,36 +93,37 @@ class TrainSettings:
     backbone: str = "resnet10t"
     image_size: int = 64
     weights: str | None = None  # a local timm-compatible weights file; nothing is downloaded
-    device: str = "cpu"
-    # processes for stage-1 pre-training (one per GPU, launched with torchrun; >1 on the CPU runs gloo)
-    gpus: int = 1
-    seed: int = 0
-    # stage 1: synergistic pre-training. The GPU preset uses ALBEF's momentum 0.995 and a long
-    # queue; a CPU run has a few hundred steps, too few for a slow momentum encoder to move, so
-    # the CPU default is faster. 40 epochs of 600 pairs take about 11 minutes on 2 cores.
-    pretrain_epochs: int = 40
-    pretrain_batch: int = 32
-    pretrain_lr: float = 1e-3
+    # 40 epochs of 600 pairs take about 11 minutes on 2 cores.
+    epochs: int = 40
+    batch: int = 32
+    lr: float = 1e-3
     # brightness/contrast/saturation jitter of each view (factor 1 ± this)
     colour_jitter: float = 0.4
     mask_ratio: float = 0.75
     mask_patch: int = 16
     temperature: float = 0.07
     proj_dim: int = 256
+    # The GPU preset uses ALBEF's momentum 0.995 and a long queue; a CPU run has a few hundred
+    # steps, too few for a slow momentum encoder to move, so the CPU default is faster.
     queue_size: int = 256
     momentum: float = 0.99
     w_consistency: float = 1.0
     w_reconstruction: float = 10.0
     w_adversarial: float = 0.1
     w_aligned: float = 1.0
-    # stage 2: fusion fine-tuning on cached features
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Stage 2, fusion fine-tuning on cached frozen-encoder tokens; changing it never re-pre-trains."""
+
     fusion_dim: int = 128
     fusion_blocks: int = 2
     fusion_heads: int = 4
-    finetune_epochs: int = 10  # longer over-fits a few dozen labels: 0.32 at 40, 0.35 at 10 (demo, 10 %)
-    finetune_batch: int = 32
-    finetune_lr: float = 2e-3
-    finetune_weight_decay: float = 0.01
+    epochs: int = 10  # longer over-fits a few dozen labels: 0.32 at 40, 0.35 at 10 (demo, 10 %)
+    batch: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.01
     shift: bool = True
     shift_atoms: int = 32
     semi_supervised: bool = True
@@ -134,12 +134,65 @@ class TrainSettings:
     calibration_fraction: float = 0.2
     # after the temperature is fitted on the held-out labels, train the version's model on every label
     refit: bool = True
-    # the benchmark's end-to-end baselines: optimiser steps (or the bench's time budget, first reached)
-    baseline_steps: int = 200
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    """The benchmark's end-to-end image baselines (supervised, FixMatch)."""
+
+    steps: int = 200  # optimiser steps (or the bench's time budget, first reached)
+    lr: float = 3e-3
+    batch: int = 32
+
+
+STAGES = ("pretrain", "finetune", "baseline")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that shapes a MICS model, one nested part per stage; stored whole in every
+    checkpoint and model version (`to_dict`), read back with `from_dict`.
+
+    Flat names address a field from outside (environment, CLI flags, job parameters, and the
+    flat dicts of versions saved before the split): a top-level field, `<stage>_<field>`
+    (`pretrain_epochs`, `baseline_steps`) or a field name only one stage has (`backbone`).
+    """
+
+    device: str = "cpu"
+    # processes for stage-1 pre-training (one per GPU, launched with torchrun; >1 on the CPU runs gloo)
+    gpus: int = 1
+    seed: int = 0
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    baseline: BaselineSettings = field(default_factory=BaselineSettings)
+
+    def replace(self, **changes: object) -> TrainSettings:
+        """A copy with fields changed by flat name; an unknown name raises ValueError."""
+        top: dict[str, object] = {}
+        parts: dict[str, dict[str, object]] = {}
+        for name, value in changes.items():
+            stage, key = _locate(name)
+            if stage is None:
+                top[key] = value
+            else:
+                parts.setdefault(stage, {})[key] = value
+        nested = {stage: replace(getattr(self, stage), **fields) for stage, fields in parts.items()}
+        return replace(self, **top, **nested)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> TrainSettings:
+        """Nested (as `to_dict` writes) or flat (versions saved before the split); unknown names are dropped."""
+        nested = {stage: data[stage] for stage in STAGES if isinstance(data.get(stage), dict)}
+        flat = {k: v for k, v in data.items() if k not in nested and _known(k)}
+        settings = cls(**{stage: _PARTS[stage](**values) for stage, values in nested.items()})
+        return settings.replace(**flat)
 
     @classmethod
     def preset(cls, name: str, **overrides: object) -> TrainSettings:
-        """`cpu` (the default) or `gpu`, with any field overridden."""
+        """`cpu` (the default) or `gpu`, with any field overridden by flat name."""
         presets: dict[str, dict[str, object]] = {
             "cpu": {},
             "gpu": {
@@ -154,19 +207,20 @@ class TrainSettings:
                 "queue_size": 8192,
                 "momentum": 0.995,
                 "pretrain_lr": 3e-4,
+                "baseline_lr": 9e-4,
                 "finetune_epochs": 60,
             },
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; use one of {', '.join(presets)}")
-        return cls(**{**presets[name], **overrides})
+        return cls().replace(**{**presets[name], **overrides})
 
     @classmethod
     def from_env(cls, **overrides: object) -> TrainSettings:
         """The preset named by MICS_PRESET with MICS_BACKBONE, MICS_IMAGE_SIZE, MICS_PRETRAIN_EPOCHS,
         MICS_FINETUNE_EPOCHS, MICS_DEVICE, MICS_WEIGHTS and MICS_GPUS applied, then `overrides`."""
         env: dict[str, object] = {}
-        for field_name, cast in (
+        for name, cast in (
             ("backbone", str),
             ("image_size", int),
             ("pretrain_epochs", int),
@@ -175,7 +229,39 @@ class TrainSettings:
             ("weights", str),
             ("gpus", int),
         ):
-            raw = os.environ.get(f"MICS_{field_name.upper()}")
+            raw = os.environ.get(f"MICS_{name.upper()}")
             if raw:
-                env[field_name] = cast(raw)
+                env[name] = cast(raw)
         return cls.preset(os.environ.get("MICS_PRESET", "cpu"), **{**env, **overrides})
+
+
+_PARTS: dict[str, type] = {"pretrain": PretrainSettings, "finetune": FinetuneSettings, "baseline": BaselineSettings}
+
+
+def _locate(name: str) -> tuple[str | None, str]:
+    """(stage or None for a top-level field, field name) of a flat name."""
+    if name in TrainSettings.__dataclass_fields__ and name not in STAGES:
+        return None, name
+    for stage, part in _PARTS.items():
+        if name.startswith(stage + "_") and name[len(stage) + 1 :] in part.__dataclass_fields__:
+            return stage, name[len(stage) + 1 :]
+    owners = [stage for stage, part in _PARTS.items() if name in part.__dataclass_fields__]
+    if len(owners) == 1:
+        return owners[0], name
+    raise ValueError(f"unknown training setting {name!r}")
+
+
+def _known(name: str) -> bool:
+    try:
+        _locate(name)
+    except ValueError:
+        return False
+    return True
+
+
+def pretraining_key(settings: TrainSettings, data: str = "") -> str:
+    """The identity of a pre-training: its stage's settings and the seed (and, where given, a hash
+    of the images it saw). The retrain chain, the benchmark's cache and the feature cache all ask
+    this one function whether two pre-trainings are the same."""
+    identity = {"pretrain": asdict(settings.pretrain), "seed": settings.seed, "data": data}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]

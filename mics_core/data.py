@@ -23,7 +23,7 @@ from mics_core.imaging import pseudo_nbi
 class PairRecord:
     """One case for the learning core; `nbi` None means "compute the pseudo-NBI view"."""
 
-    key: str
+    case_key: str
     wli: Path
     nbi: Path | None
     content: str  # hash of the image contents: the feature-cache key
@@ -97,7 +97,7 @@ def records_from_db(session, store, upto: int | None = None) -> tuple[list[PairR
     ).all()
     records = [
         PairRecord(
-            key=key,
+            case_key=key,
             wli=store.resolve(wli_path),
             nbi=store.resolve(nbi_path) if nbi_path else None,
             content=wli_sha[:32] + (nbi_sha or "")[:32],

@@ -15,13 +15,12 @@ from mics_core.config import TrainSettings
 from mics_core.db.models import Job
 from mics_core.jobs.queue import ACTIVE, JobError, cancel, latest_job, recent_jobs, request_retrain
 from mics_core.jobs.worker import ensure_local_worker, live_workers
+from mics_core.model.backbones import SUPPORTED
 from mics_core.registry import RegistryError, activate, version_table, versions
 from pages import _ui
 
 me = _ui.require("train")
 defaults = TrainSettings.from_env()
-# measured to learn stage 1 on 2 CPU cores first (bench/backbone_speed.py), then the GPU preset's ViTs
-BACKBONES = ["resnet10t", "resnet18", "efficientnet_b0", "vit_tiny_patch16_224", "vit_small_patch16_224"]
 PHASES = {"pretrain": "Pre-training the encoders", "finetune": "Fine-tuning", "predict": "Predicting", "umap": "UMAP"}
 
 st.title("Train")
@@ -37,14 +36,20 @@ else:
 
 with st.expander("Training settings"):
     left, right = st.columns(2)
-    options = BACKBONES if defaults.backbone in BACKBONES else [defaults.backbone, *BACKBONES]
-    backbone = left.selectbox("Backbone (timm)", options, index=options.index(defaults.backbone))
-    sizes = sorted({64, 96, 128, 160, 192, 224, defaults.image_size})
-    image_size = left.select_slider("Image size (pixels)", sizes, value=defaults.image_size)
+    stage1 = defaults.pretrain
+    options = list(dict.fromkeys([stage1.backbone, *SUPPORTED]))
+    backbone = left.selectbox(
+        "Backbone (timm)", options, format_func=lambda name: f"{name} — {SUPPORTED.get(name, 'from the settings')}"
+    )
+    sizes = sorted({64, 96, 128, 160, 192, 224, stage1.image_size})
+    image_size = left.select_slider("Image size (pixels)", sizes, value=stage1.image_size)
     device = left.selectbox("Device", ["cuda", "cpu"], help="cuda falls back to the CPU on a worker without a GPU.")
-    pretrain_epochs = right.number_input("Pre-training epochs", 1, 1000, defaults.pretrain_epochs)
-    finetune_epochs = right.number_input("Fine-tuning epochs", 1, 1000, defaults.finetune_epochs)
-    st.caption("Pre-training runs only when there are no encoders for these settings or many new cases were added.")
+    pretrain_epochs = right.number_input("Pre-training epochs", 1, 1000, stage1.epochs)
+    finetune_epochs = right.number_input("Fine-tuning epochs", 1, 1000, defaults.finetune.epochs)
+    st.caption(
+        "Pre-training runs again only when its settings (backbone, image size, epochs) changed "
+        "or many new cases were added; fine-tuning settings never cost a pre-training."
+    )
 params = {
     "backbone": backbone,
     "image_size": int(image_size),

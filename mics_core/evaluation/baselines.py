@@ -1,15 +1,14 @@
 """The benchmark's end-to-end baselines, trained on images (not cached features).
 
-- `supervised`: WLI and NBI encoders from scratch on the labelled pairs only, late fusion
+- `Supervised`: WLI and NBI encoders from scratch on the labelled pairs only, late fusion
   (mean of the two heads' logits);
-- `fixmatch_wli`: FixMatch (Sohn et al., 2020) on WLI only: pseudo-labels from a weak
-  view above a 0.95 confidence threshold teach the strong view of unlabelled images.
+- `FixMatch`: FixMatch (Sohn et al., 2020) on WLI only: pseudo-labels from a weak view
+  above a 0.95 confidence threshold teach the strong view of unlabelled images.
+
+Each is a `Method` of the one training loop (`mics_core.train.loop`).
 """
 
 from __future__ import annotations
-
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,18 +16,21 @@ from torch import nn
 
 from mics_core.config import TrainSettings
 from mics_core.data import augment
-from mics_core.model.backbones import create_encoder, normalise
-from mics_core.train.devices import resolve_device, seed_everything
+from mics_core.devices import resolve_device, seed_everything
+from mics_core.model.backbones import create_encoder
+from mics_core.progress import SILENT, Reporter
+from mics_core.train.loop import Method, run
 
 
 class ImageClassifier(nn.Module):
     def __init__(self, settings: TrainSettings, n_classes: int) -> None:
         super().__init__()
-        self.encoder = create_encoder(settings.backbone, settings.image_size, settings.weights)
+        part = settings.pretrain
+        self.encoder = create_encoder(part.backbone, part.image_size, part.weights)
         self.head = nn.Linear(self.encoder.dim, n_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(normalise(images)).mean(1))
+        return self.head(self.encoder(self.encoder.normalise(images)).mean(1))
 
 
 def strong_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -46,72 +48,76 @@ def strong_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return images
 
 
-def _fit(
-    model: nn.Module,
-    settings: TrainSettings,
-    n_labelled: int,
-    time_limit: float | None,
-    step_loss: Callable[[torch.Tensor, torch.Generator, torch.device], torch.Tensor],
-) -> nn.Module:
-    """The one optimiser loop of the baselines; each baseline only says how a batch's loss is made.
+class ImageBaseline(Method):
+    """A baseline trained end to end on images: each subclass says how a batch's loss is made
+    from the labelled rows `idx` it is given."""
 
-    Runs `settings.baseline_steps` steps, or until `time_limit` seconds.
-    """
-    device = resolve_device(settings.device)
-    generator = seed_everything(settings.seed)
-    model = model.to(device).train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.pretrain_lr * 3, weight_decay=0.05)
-    batch = min(settings.finetune_batch, n_labelled)
-    start = time.perf_counter()
-    for _ in range(settings.baseline_steps):
-        loss = step_loss(torch.randint(n_labelled, (batch,), generator=generator), generator, device)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        if time_limit is not None and time.perf_counter() - start > time_limit:
-            break
-    return model.eval()
+    phase = "baseline"
+
+    def __init__(self, model: nn.Module, settings: TrainSettings, n_labelled: int) -> None:
+        self.device = resolve_device(settings.device)
+        self.generator = seed_everything(settings.seed)
+        self.model = model.to(self.device).train()
+        self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=settings.baseline.lr, weight_decay=0.05)
+        self.n_labelled, self.batch = n_labelled, min(settings.baseline.batch, n_labelled)
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        return {"total": self.loss(torch.randint(self.n_labelled, (self.batch,), generator=self.generator))}
+
+    def loss(self, idx: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
-def train_supervised(
-    images: torch.Tensor, labels: torch.Tensor, n_classes: int, settings: TrainSettings, time_limit: float | None = None
-) -> nn.ModuleList:
-    """Two image classifiers (WLI, NBI) trained from scratch on labelled pairs (N, 2, 3, H, W)."""
-    seed_everything(settings.seed)
-    models = nn.ModuleList([ImageClassifier(settings, n_classes) for _ in range(2)])
+class Supervised(ImageBaseline):
+    """WLI and NBI classifiers from scratch on the labelled pairs (N, 2, 3, H, W), late fusion."""
 
-    def step_loss(idx: torch.Tensor, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        y = labels[idx].to(device)
-        return sum(F.cross_entropy(models[m](augment(images[idx, m], generator).to(device)), y) for m in range(2))
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, n_classes: int, settings: TrainSettings) -> None:
+        seed_everything(settings.seed)
+        super().__init__(nn.ModuleList([ImageClassifier(settings, n_classes) for _ in range(2)]), settings, len(images))
+        self.images, self.labels = images, labels
 
-    return _fit(models, settings, len(images), time_limit, step_loss)
+    def loss(self, idx: torch.Tensor) -> torch.Tensor:
+        y = self.labels[idx].to(self.device)
+        views = (augment(self.images[idx, m], self.generator).to(self.device) for m in range(2))
+        return sum(F.cross_entropy(model(x), y) for model, x in zip(self.model, views, strict=True))
 
 
-def train_fixmatch(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    unlabelled: torch.Tensor,
-    n_classes: int,
-    settings: TrainSettings,
-    threshold: float = 0.95,
-    ratio: int = 2,
-    time_limit: float | None = None,
-) -> ImageClassifier:
-    """A WLI classifier trained with FixMatch; `images` and `unlabelled` are (N, 3, H, W) uint8."""
-    seed_everything(settings.seed)
-    model = ImageClassifier(settings, n_classes)
+class FixMatch(ImageBaseline):
+    """FixMatch on WLI (N, 3, H, W): pseudo-labels of a weak view above `threshold` teach the strong view."""
 
-    def step_loss(idx: torch.Tensor, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        loss = F.cross_entropy(model(augment(images[idx], generator).to(device)), labels[idx].to(device))
-        if len(unlabelled):
-            u_idx = torch.randint(len(unlabelled), (len(idx) * ratio,), generator=generator)
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        unlabelled: torch.Tensor,
+        n_classes: int,
+        settings: TrainSettings,
+        threshold: float = 0.95,
+        ratio: int = 2,
+    ) -> None:
+        seed_everything(settings.seed)
+        super().__init__(ImageClassifier(settings, n_classes), settings, len(images))
+        self.images, self.labels, self.unlabelled = images, labels, unlabelled
+        self.threshold, self.ratio = threshold, ratio
+
+    def loss(self, idx: torch.Tensor) -> torch.Tensor:
+        model, g, device = self.model, self.generator, self.device
+        loss = F.cross_entropy(model(augment(self.images[idx], g).to(device)), self.labels[idx].to(device))
+        if len(self.unlabelled):
+            u_idx = torch.randint(len(self.unlabelled), (len(idx) * self.ratio,), generator=g)
             with torch.no_grad():
-                confidence, pseudo = F.softmax(model(augment(unlabelled[u_idx], generator).to(device)), 1).max(1)
-            strong = model(strong_augment(unlabelled[u_idx], generator).to(device))
-            loss = loss + (F.cross_entropy(strong, pseudo, reduction="none") * (confidence >= threshold)).mean()
+                confidence, pseudo = F.softmax(model(augment(self.unlabelled[u_idx], g).to(device)), 1).max(1)
+            strong = model(strong_augment(self.unlabelled[u_idx], g).to(device))
+            loss = loss + (F.cross_entropy(strong, pseudo, reduction="none") * (confidence >= self.threshold)).mean()
         return loss
 
-    return _fit(model, settings, len(images), time_limit, step_loss)
+
+def train_baseline(
+    method: ImageBaseline, settings: TrainSettings, reporter: Reporter = SILENT, time_limit: float | None = None
+) -> nn.Module:
+    """`settings.baseline.steps` steps of `method`, or until `time_limit` seconds; the trained model."""
+    run(method, settings.baseline.steps, reporter, time_limit)
+    return method.model.eval()
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +21,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from mics_core.config import TrainSettings
+from mics_core.config import TrainSettings, pretraining_key
 from mics_core.data import PairRecord, load_pairs, records_from_manifest
-from mics_core.evaluation.baselines import predict_images, train_fixmatch, train_supervised
+from mics_core.devices import resolve_device
+from mics_core.evaluation.baselines import FixMatch, Supervised, predict_images, train_baseline
 from mics_core.metrics import evaluate
+from mics_core.predict import predict
+from mics_core.progress import Reporter
 from mics_core.train import pretrain_encoders, train_mics
-from mics_core.train.devices import resolve_device
 
 METHODS = ("supervised", "fixmatch_wli", "mics_no_pretrain", "mics_no_shift", "mics")
 REPORTED = ("accuracy", "macro_f1", "auc", "ece", "aurc", "seconds")
@@ -43,6 +45,7 @@ class Split:
     labelled: np.ndarray
     unlabelled: np.ndarray
     cache: dict[str, object] = field(default_factory=dict)
+    reporter: Reporter = field(default_factory=Reporter)
 
     def training_records(self) -> list[PairRecord]:
         """Labelled and unlabelled (label hidden) records; test cases are never seen."""
@@ -82,16 +85,20 @@ Method = Callable[[Split, TrainSettings], tuple[np.ndarray, np.ndarray]]
 
 
 def _images(split: Split, rows: np.ndarray, settings: TrainSettings) -> torch.Tensor:
-    key = f"images-{settings.image_size}"
-    if key not in split.cache:
-        split.cache[key] = load_pairs(split.records, settings.image_size)
-    return split.cache[key][rows]
+    size = settings.pretrain.image_size
+    if f"images-{size}" not in split.cache:
+        split.cache[f"images-{size}"] = load_pairs(split.records, size)
+    return split.cache[f"images-{size}"][rows]
+
+
+def _labels(split: Split, rows: np.ndarray) -> torch.Tensor:
+    return torch.tensor([split.records[i].label for i in rows])
 
 
 def supervised(split: Split, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
     images = _images(split, split.labelled, settings)
-    labels = torch.tensor([split.records[i].label for i in split.labelled])
-    models = train_supervised(images, labels, len(split.classes), settings, split.cache.get("time_limit"))
+    method = Supervised(images, _labels(split, split.labelled), len(split.classes), settings)
+    models = train_baseline(method, settings, split.reporter, split.cache.get("time_limit"))
     test = _images(split, split.test, settings)
     probs = predict_images(list(models), [test[:, 0], test[:, 1]], resolve_device(settings.device)).numpy()
     return probs, probs.max(1)
@@ -99,11 +106,9 @@ def supervised(split: Split, settings: TrainSettings) -> tuple[np.ndarray, np.nd
 
 def fixmatch_wli(split: Split, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
     images = _images(split, split.labelled, settings)[:, 0]
-    labels = torch.tensor([split.records[i].label for i in split.labelled])
     unlabelled = _images(split, split.unlabelled, settings)[:, 0]
-    model = train_fixmatch(
-        images, labels, unlabelled, len(split.classes), settings, time_limit=split.cache.get("time_limit")
-    )
+    method = FixMatch(images, _labels(split, split.labelled), unlabelled, len(split.classes), settings)
+    model = train_baseline(method, settings, split.reporter, split.cache.get("time_limit"))
     test = _images(split, split.test, settings)[:, 0]
     probs = predict_images([model], [test], resolve_device(settings.device)).numpy()
     return probs, probs.max(1)
@@ -113,19 +118,14 @@ def split_pretraining(split: Split, settings: TrainSettings) -> dict[str, torch.
     """Pre-trained encoders for this split, from memory, the on-disk cache, or trained now.
 
     Pre-training sees only non-test images, which depend on the seed alone, so every label
-    fraction of a seed shares one pre-training.
+    fraction of a seed shares one pre-training; stage-2 and baseline settings are not part of
+    its identity (`pretraining_key`), so changing them reuses it.
     """
     if "encoders" in split.cache:
         return split.cache["encoders"]
-    root: Path = split.cache["root"]
-    # read by stage 2 or the baselines only, so changing them keeps the pre-training
-    later = ("finetune", "fusion", "shift", "pseudo", "baseline", "semi", "w_unlabelled", "modality_dropout")
-    later += ("kl_weight", "calibration", "refit")
-    stage1 = {k: v for k, v in asdict(settings).items() if not k.startswith(later)}
-    key = hashlib.sha256(json.dumps([split.cache["data_hash"], stage1], sort_keys=True).encode()).hexdigest()[:20]
-    path = root / f"pretrain-{key}.safetensors"
+    path = split.cache["root"] / f"pretrain-{pretraining_key(settings, split.cache['data_hash'])}.safetensors"
     if not path.exists():
-        result = pretrain_encoders(split.training_records(), settings)
+        result = pretrain_encoders(split.training_records(), settings, split.reporter)
         meta = {"seconds": result.seconds, "losses": result.final_losses()}
         save_file(result.state, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
     with safe_open(str(path), "pt") as handle:
@@ -136,11 +136,18 @@ def split_pretraining(split: Split, settings: TrainSettings) -> dict[str, torch.
 
 
 def _mics(split: Split, settings: TrainSettings, pretrained: bool) -> tuple[np.ndarray, np.ndarray]:
-    records = split.training_records()
     state = split_pretraining(split, settings) if pretrained else None
     features = split.cache["root"] / "features"
-    model = train_mics(records, split.classes, settings, encoder_state=state, pretrain_first=False, cache_root=features)
-    out = model.predict([split.records[i] for i in split.test], cache_root=features)
+    model = train_mics(
+        split.training_records(),
+        split.classes,
+        settings,
+        encoder_state=state,
+        pretrain_first=False,
+        cache_root=features,
+        reporter=split.reporter,
+    )
+    out = predict(model, [split.records[i] for i in split.test], cache_root=features)
     return out["probs"], 1 - out["uncertainty"]
 
 
@@ -148,9 +155,23 @@ METHOD_FUNCTIONS: dict[str, Method] = {
     "supervised": supervised,
     "fixmatch_wli": fixmatch_wli,
     "mics_no_pretrain": lambda split, s: _mics(split, s, pretrained=False),
-    "mics_no_shift": lambda split, s: _mics(split, replace(s, shift=False), pretrained=True),
+    "mics_no_shift": lambda split, s: _mics(split, s.replace(shift=False), pretrained=True),
     "mics": lambda split, s: _mics(split, s, pretrained=True),
 }
+
+
+def progress_lines(log: Callable[[str], None], every: float = 30.0) -> Reporter:
+    """A reporter that logs the phase, step and loss at most every `every` seconds (and each
+    phase's last step), so a long benchmark sent to a file shows where it is."""
+    last = {"time": 0.0}
+
+    def on_step(phase: str, step: int, total: int, losses: dict[str, float]) -> None:
+        now = time.perf_counter()
+        if step == total or now - last["time"] >= every:
+            last["time"] = now
+            log(f"    {phase} {step}/{total}  loss {losses.get('total', float('nan')):.4f}")
+
+    return Reporter(on_step=on_step)
 
 
 def run_benchmark(
@@ -161,7 +182,7 @@ def run_benchmark(
     methods: tuple[str, ...] = METHODS,
     budget_minutes: float | None = None,
     cache: Path | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict[str, object]]:
     """Train and evaluate every method on the same split per seed; one row per (method, seed).
 
@@ -171,7 +192,11 @@ def run_benchmark(
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(cache or tmp)
         root.mkdir(parents=True, exist_ok=True)
-        return _run(manifest, fraction, seeds, settings, methods, budget_minutes, root, log)
+        return _run(manifest, fraction, seeds, settings, methods, budget_minutes, root, log or _print)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # unbuffered: a run sent to a file shows its progress as it goes
 
 
 def _run(
@@ -190,14 +215,16 @@ def _run(
     for seed in range(seeds):
         split = make_split(records, classes, fraction, seed)
         split.cache |= {"root": root, "data_hash": data_hash}
+        split.reporter = progress_lines(log)
         if budget_minutes:
             split.cache["time_limit"] = budget_minutes * 60
         log(f"seed {seed}: {len(split.labelled)} labelled, {len(split.unlabelled)} unlabelled, {len(split.test)} test")
-        seeded = replace(settings, seed=seed)
+        seeded = settings.replace(seed=seed)
         if PRETRAINED & set(methods):
             split_pretraining(split, seeded)
             log(f"  pre-training: {split.cache['pretrain_seconds']:.0f} s")
         for name in methods:
+            log(f"  {name} ...")
             started = time.perf_counter()
             probs, confidence = METHOD_FUNCTIONS[name](split, seeded)
             seconds = time.perf_counter() - started

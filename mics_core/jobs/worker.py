@@ -18,7 +18,6 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,10 +26,10 @@ from sqlalchemy import delete, select
 from mics_core.config import Settings, TrainSettings
 from mics_core.db import Database, init_db
 from mics_core.db.models import Job, JobStatus, Worker, utcnow
+from mics_core.devices import resolve_device
 from mics_core.jobs.queue import claim_next, finish, reap_stale, report_progress
 from mics_core.jobs.retrain import run_retrain
 from mics_core.train import Cancelled, Reporter
-from mics_core.train.devices import resolve_device
 
 HEARTBEAT_SECONDS = 5.0
 PROGRESS_SECONDS = 1.0
@@ -64,12 +63,12 @@ class JobReporter(Reporter):
 def job_settings(params: dict, device: str, gpus: int | None = None) -> TrainSettings:
     """A job's training settings: its own choices over the environment's, except the device —
     a job may ask for the CPU, but which GPU (and how many) is the worker's to say."""
-    chosen = {k: v for k, v in params.items() if k in TrainSettings.__dataclass_fields__}
+    chosen = dict(params)
     if chosen.get("device") != "cpu":
         chosen.pop("device", None)
     worker = {"device": device} | ({"gpus": gpus} if gpus else {})
     train = TrainSettings.from_env(**(worker | chosen))
-    return replace(train, device=str(resolve_device(train.device)))
+    return train.replace(device=str(resolve_device(train.device)))
 
 
 def run_job(

@@ -2,7 +2,8 @@
 
 Nothing is downloaded: models are built with `pretrained=False`, or from a local weights
 file through timm's `pretrained_cfg_overlay=dict(file=...)`, which also drops the
-classifier weights a checkpoint may carry.
+classifier weights a checkpoint may carry. Each encoder normalises its own input with the
+mean and std timm records for that model (ImageNet's for the ResNets, 0.5 for ViTs).
 """
 
 from __future__ import annotations
@@ -14,16 +15,29 @@ import timm
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The backbones the Train screen offers, and why (README, "Presets, chosen by measurement").
+# Any other timm name works too: its token layout is read off the built model, its input
+# normalisation from timm's pretrained_cfg for that model.
+SUPPORTED: dict[str, str] = {
+    "resnet10t": "CPU preset: learns the cross-modal task on 2 cores, 20 s an epoch of 600 pairs at 64 px",
+    "resnet18": "learns the cross-modal task; about as fast as resnet10t at 64 px, 5x slower at 128 px",
+    "efficientnet_b0": "fast, but stayed at chance in the cross-modal check on 2 cores",
+    "vit_tiny_patch16_224": "a small ViT (MAE-style masking), for a GPU",
+    "vit_small_patch16_224": "GPU preset: the paper's ViT-S/16 at 224 px",
+}
 
 
 class Encoder(nn.Module):
-    """A timm backbone that returns tokens (B, N, C): ViT patch tokens or CNN feature-map cells."""
+    """A timm backbone that returns tokens (B, N, C): ViT patch tokens or CNN feature-map cells.
+
+    `is_vit` means the model has a patch embedding and position embedding timm's ViT way
+    (whichever timm module registered it), so MAE can encode just the visible patches.
+    """
 
     def __init__(self, name: str, image_size: int, weights: str | Path | None = None) -> None:
         super().__init__()
-        self.is_vit = name in timm.list_models(module="vision_transformer")
+        probe = timm.create_model(name, pretrained=False, num_classes=0)
+        self.is_vit = hasattr(probe, "patch_embed") and hasattr(probe, "_pos_embed")
         kwargs: dict[str, object] = {"num_classes": 0}
         if self.is_vit:
             kwargs["img_size"] = image_size
@@ -31,8 +45,13 @@ class Encoder(nn.Module):
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"weights file {weights} not found; give a local .safetensors/.pth file")
             self.net = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
-        else:
+        elif self.is_vit:
             self.net = timm.create_model(name, pretrained=False, **kwargs)
+        else:
+            self.net = probe
+        config = self.net.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(config.get("mean", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.get("std", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
         self.dim: int = self.net.num_features
         self.image_size = image_size
         self.patch = self.net.patch_embed.patch_size[0] if self.is_vit else image_size // self._grid(image_size)
@@ -45,10 +64,14 @@ class Encoder(nn.Module):
             self.net.train(was_training)
         return side
 
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or 0-255 float) (B, 3, H, W) to the input this backbone was built for."""
+        return (images.float() / 255 - self.mean) / self.std
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.net.forward_features(x)
-        if self.is_vit:
-            return features[:, self.net.num_prefix_tokens :]
+        if features.ndim == 3:  # a token sequence: drop the class / register tokens
+            return features[:, getattr(self.net, "num_prefix_tokens", 0) :]
         return features.flatten(2).transpose(1, 2)
 
     def forward_visible(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -68,10 +91,3 @@ def create_encoder(name: str, image_size: int, weights: str | Path | None = None
         hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models() for names"
         raise ValueError(f"unknown backbone {name!r}; {hint}")
     return Encoder(name, image_size, weights)
-
-
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) to the float ImageNet-normalised input every encoder expects."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255 - mean) / std

@@ -18,6 +18,7 @@ import torch
 from sklearn.cluster import KMeans
 from torch import nn
 
+from mics_core.config import FinetuneSettings
 from mics_core.model.evidential import EvidentialHead, Opinion, combine, conflict
 
 
@@ -89,6 +90,10 @@ class FusionClassifier(nn.Module):
         self.dictionary = ShiftDictionary(token_dim, atoms, n_classes)
         self.head_wli, self.head_nbi = EvidentialHead(dim, n_classes), EvidentialHead(dim, n_classes)
         self.head_fused = EvidentialHead(dim, n_classes)
+
+    @classmethod
+    def from_settings(cls, token_dim: int, n_classes: int, part: FinetuneSettings) -> FusionClassifier:
+        return cls(token_dim, n_classes, part.fusion_dim, part.fusion_blocks, part.fusion_heads, part.shift_atoms)
 
     def fit_standardisation(self, tokens: torch.Tensor) -> None:
         """Fit the per-channel mean and std of (N, 2, T, C) tokens. Frozen CNN channels differ in

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mics_core.config import TrainSettings
+from mics_core.config import PretrainSettings
 from mics_core.model.backbones import Encoder, create_encoder
 
 MODALITIES = ("wli", "nbi")
@@ -104,7 +104,7 @@ def info_nce(query: torch.Tensor, keys: torch.Tensor, temperature: float) -> tor
 class SynergisticPretrainer(nn.Module):
     """Both encoders with every stage-1 head; `losses` returns each loss term by name."""
 
-    def __init__(self, settings: TrainSettings) -> None:
+    def __init__(self, settings: PretrainSettings) -> None:
         super().__init__()
         self.settings = settings
         self.encoders = nn.ModuleDict(

@@ -25,9 +25,9 @@ from safetensors.torch import load_file, save_file
 
 from mics_core.config import TrainSettings
 from mics_core.data import PairRecord, load_pairs
+from mics_core.progress import SILENT, Reporter
 from mics_core.store import atomic_write
 from mics_core.train.pretrain import Pretrained, pretrain
-from mics_core.train.progress import SILENT, Reporter
 
 PROGRESS = "MICS-PROGRESS "
 
@@ -38,7 +38,7 @@ def pretrain_distributed(
     """Pre-train with `processes` torchrun workers; same result type as `pretrain`."""
     with tempfile.TemporaryDirectory() as tmp:
         spec, out = Path(tmp) / "spec.json", Path(tmp) / "encoders.safetensors"
-        spec.write_text(json.dumps({"settings": asdict(settings), "records": [_record(r) for r in records]}))
+        spec.write_text(json.dumps({"settings": settings.to_dict(), "records": [_record(r) for r in records]}))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
         command += ["-m", "mics_core.train.distributed", str(spec), str(out)]
         process = subprocess.Popen(
@@ -70,13 +70,11 @@ def _run(spec_path: Path, out: Path) -> None:
     """One torchrun process: join the group, pre-train its share, rank 0 writes the result."""
     spec = json.loads(spec_path.read_text())
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    settings = TrainSettings(**spec["settings"])
+    settings = TrainSettings.from_dict(spec["settings"])
     cuda = settings.device.startswith("cuda") and torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(local_rank)
-        settings = TrainSettings(**{**spec["settings"], "device": f"cuda:{local_rank}"})
-    else:
-        settings = TrainSettings(**{**spec["settings"], "device": "cpu"})
+    settings = settings.replace(device=f"cuda:{local_rank}" if cuda else "cpu")
     torch.distributed.init_process_group("nccl" if cuda else "gloo")
     rank = torch.distributed.get_rank()
     try:
@@ -85,7 +83,7 @@ def _run(spec_path: Path, out: Path) -> None:
             for r in spec["records"]
         ]
         reporter = Reporter(on_step=_print_progress) if rank == 0 else SILENT
-        result = pretrain(load_pairs(records, settings.image_size), settings, reporter)
+        result = pretrain(load_pairs(records, settings.pretrain.image_size), settings, reporter)
         if rank == 0:
             atomic_write(out, lambda tmp: save_file(result.state, str(tmp)))
             meta = {"history": result.history, "seconds": result.seconds}

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from mics_core.config import TrainSettings
+from mics_core.config import FinetuneSettings, TrainSettings
+from mics_core.devices import resolve_device, seed_everything
 from mics_core.metrics import evaluate, expected_calibration_error
 from mics_core.model.calibration import apply_temperature, fit_temperature
 from mics_core.model.evidential import evidential_loss
 from mics_core.model.fusion import FusionClassifier
-from mics_core.train.devices import resolve_device, seed_everything
-from mics_core.train.progress import SILENT, Reporter
+from mics_core.predict import predict_tokens
+from mics_core.progress import SILENT, Reporter
+from mics_core.train.loop import Method, cosine_schedule, run
 
 
 @dataclass
@@ -50,22 +51,6 @@ def calibration_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     return np.sort(np.array(train, int)), np.sort(np.array(held, int))
 
 
-def predict_tokens(
-    model: FusionClassifier, tokens: torch.Tensor, temperature: float = 1.0, batch: int = 512
-) -> dict[str, np.ndarray]:
-    """Predictions for (N, 2, T, C) tokens; probabilities calibrated with `temperature`."""
-    model.eval()
-    device = next(model.parameters()).device
-    parts: list[dict[str, torch.Tensor]] = []
-    for start in range(0, len(tokens), batch):
-        chunk = tokens[start : start + batch].to(device)
-        parts.append({k: v.cpu() for k, v in model.predict(chunk[:, 0], chunk[:, 1]).items()})
-    out = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]} if parts else {}
-    if out:
-        out["probs"] = apply_temperature(torch.from_numpy(out["probs"]), temperature).numpy()
-    return out
-
-
 def finetune(
     tokens: torch.Tensor,
     labels: np.ndarray,
@@ -76,10 +61,10 @@ def finetune(
     """Train on (N, 2, T, C) tokens with `labels` (class index, -1 = unlabelled).
 
     The temperature and the held-out metrics come from a model trained without the held-out
-    labelled rows; with `settings.refit` the returned model is then trained again on every
-    label (CalibratedClassifierCV with ensemble=False does so after cross-validation; this
-    uses one held-out split): a few dozen labels are too few to leave a fifth of them out of
-    the model a clinician uses.
+    labelled rows; with `refit` the returned model is then trained again on every label
+    (CalibratedClassifierCV with ensemble=False does so after cross-validation; this uses one
+    held-out split): a few dozen labels are too few to leave a fifth of them out of the model a
+    clinician uses.
 
     Raises:
         ValueError: fewer than two labelled classes.
@@ -88,83 +73,73 @@ def finetune(
     labels = np.asarray(labels)
     if len(np.unique(labels[labels >= 0])) < 2:
         raise ValueError("fine-tuning needs labelled cases of at least two classes")
-    train_idx, held_idx = calibration_split(labels, settings.calibration_fraction, settings.seed)
-    rounds = [train_idx]
-    if settings.refit and len(held_idx):
-        rounds.append(np.flatnonzero(labels >= 0))
-    total = sum(settings.finetune_epochs * _steps_per_epoch(len(rows), settings) for rows in rounds)
+    part = settings.finetune
+    train_idx, held_idx = calibration_split(labels, part.calibration_fraction, settings.seed)
+    rounds = [train_idx] + ([np.flatnonzero(labels >= 0)] if part.refit and len(held_idx) else [])
+    total = sum(part.epochs * steps_per_epoch(len(rows), part) for rows in rounds)
     history: list[dict[str, float]] = []
-
-    def report(parts: dict[str, float]) -> None:
-        history.append(parts)
-        reporter.step("finetune", len(history), total, parts)
-
-    model = _fit(tokens, labels, train_idx, len(class_names), settings, report)
-    temperature, metrics = _calibrate(model, tokens, labels, held_idx, class_names)
-    if len(rounds) > 1:
-        model = _fit(tokens, labels, rounds[1], len(class_names), settings, report)
+    for i, rows in enumerate(rounds):
+        method = FusionFinetuning(tokens, labels, rows, len(class_names), settings)
+        history += run(method, method.steps, reporter.within(len(history), total)).history
+        if i == 0:
+            temperature, metrics = _calibrate(method.model, tokens, labels, held_idx, class_names)
+    model = method.model
     return FineTuned(model.cpu().eval(), temperature, metrics, history, time.perf_counter() - start_time)
 
 
-def _steps_per_epoch(n_labelled: int, settings: TrainSettings) -> int:
-    return max(8, math.ceil(n_labelled / settings.finetune_batch))  # the evidential loss plateaus early
+def steps_per_epoch(n_labelled: int, part: FinetuneSettings) -> int:
+    return max(8, math.ceil(n_labelled / part.batch))  # the evidential loss plateaus early
 
 
-def _fit(
-    tokens: torch.Tensor,
-    labels: np.ndarray,
-    train_idx: np.ndarray,
-    n_classes: int,
-    settings: TrainSettings,
-    report: Callable[[dict[str, float]], None],
-) -> FusionClassifier:
-    """One training run of the fusion classifier on the labelled rows `train_idx` and every unlabelled row."""
-    device = resolve_device(settings.device)
-    generator = seed_everything(settings.seed)
-    unlabelled_idx = np.flatnonzero(labels < 0)
-    model = FusionClassifier(
-        tokens.shape[-1],
-        n_classes,
-        settings.fusion_dim,
-        settings.fusion_blocks,
-        settings.fusion_heads,
-        settings.shift_atoms,
-    )
-    model.fit_standardisation(tokens)
-    pooled = tokens.mean(2)  # (N, 2, C)
-    model.dictionary.fit(pooled.reshape(-1, pooled.shape[-1]).numpy(), settings.seed)
-    y_all = torch.as_tensor(labels)
-    model.dictionary.fit_classes(pooled[train_idx, 0], pooled[train_idx, 1], y_all[train_idx])
-    model = model.to(device)
-    optimiser = torch.optim.AdamW(
-        model.parameters(), lr=settings.finetune_lr, weight_decay=settings.finetune_weight_decay
-    )
-    total = settings.finetune_epochs * _steps_per_epoch(len(train_idx), settings)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, total))))
-    warmup = settings.finetune_epochs // 4
-    pseudo_idx, pseudo_y = np.array([], int), np.array([], int)
-    for epoch in range(settings.finetune_epochs):
-        kl = settings.kl_weight * min(1.0, epoch / 10)
-        if settings.semi_supervised and epoch >= warmup and (epoch - warmup) % 5 == 0 and len(unlabelled_idx):
-            pseudo_idx, pseudo_y = _pseudo_labels(model, tokens, unlabelled_idx, settings.pseudo_threshold)
-            model.train()
-        for _ in range(_steps_per_epoch(len(train_idx), settings)):
-            idx = train_idx[
-                torch.randint(
-                    len(train_idx), (min(settings.finetune_batch, len(train_idx)),), generator=generator
-                ).numpy()
-            ]
-            loss, parts = _labelled_loss(model, tokens[idx].to(device), y_all[idx].to(device), settings, kl, generator)
-            if len(pseudo_idx):
-                u_loss = _pseudo_loss(model, tokens, pseudo_idx, pseudo_y, settings.finetune_batch, kl, generator)
-                loss = loss + settings.w_unlabelled * u_loss
-                parts["unlabelled"] = u_loss.item()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            report(parts | {"total": loss.item(), "pseudo_labelled": float(len(pseudo_idx))})
-    return model
+class FusionFinetuning(Method):
+    """Stage 2 as a `Method`: the fusion classifier on the labelled rows `train_idx`, with
+    pseudo-labelled unlabelled rows after a warm-up (refreshed every fifth epoch)."""
+
+    phase = "finetune"
+
+    def __init__(
+        self, tokens: torch.Tensor, labels: np.ndarray, train_idx: np.ndarray, n_classes: int, settings: TrainSettings
+    ) -> None:
+        part = self.part = settings.finetune
+        self.device = resolve_device(settings.device)
+        self.generator = seed_everything(settings.seed)
+        self.tokens, self.train_idx = tokens, train_idx
+        self.unlabelled_idx = np.flatnonzero(labels < 0)
+        self.y = torch.as_tensor(labels)
+        model = FusionClassifier.from_settings(tokens.shape[-1], n_classes, part)
+        model.fit_standardisation(tokens)
+        pooled = tokens.mean(2)  # (N, 2, C)
+        model.dictionary.fit(pooled.reshape(-1, pooled.shape[-1]).numpy(), settings.seed)
+        model.dictionary.fit_classes(pooled[train_idx, 0], pooled[train_idx, 1], self.y[train_idx])
+        self.model = model.to(self.device)
+        self.optimiser = torch.optim.AdamW(model.parameters(), lr=part.lr, weight_decay=part.weight_decay)
+        self.per_epoch = steps_per_epoch(len(train_idx), part)
+        self.steps = part.epochs * self.per_epoch
+        self.schedule = cosine_schedule(self.optimiser, self.steps)
+        self.warmup = part.epochs // 4
+        self.pseudo_idx, self.pseudo_y = np.array([], int), np.array([], int)
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        part, epoch = self.part, step // self.per_epoch
+        kl = part.kl_weight * min(1.0, epoch / 10)
+        refresh = step % self.per_epoch == 0 and epoch >= self.warmup and (epoch - self.warmup) % 5 == 0
+        if part.semi_supervised and refresh and len(self.unlabelled_idx):
+            self.pseudo_idx, self.pseudo_y = _pseudo_labels(
+                self.model, self.tokens, self.unlabelled_idx, part.pseudo_threshold
+            )
+        draw = torch.randint(len(self.train_idx), (min(part.batch, len(self.train_idx)),), generator=self.generator)
+        idx = self.train_idx[draw.numpy()]
+        losses = _labelled_losses(
+            self.model, self.tokens[idx].to(self.device), self.y[idx].to(self.device), part, kl, self.generator
+        )
+        total = sum(losses.values())
+        if len(self.pseudo_idx):
+            losses["unlabelled"] = _pseudo_loss(
+                self.model, self.tokens, self.pseudo_idx, self.pseudo_y, part.batch, kl, self.generator
+            )
+            total = total + part.w_unlabelled * losses["unlabelled"]
+        n_pseudo = torch.tensor(float(len(self.pseudo_idx)))
+        return losses | {"total": total, "pseudo_labelled": n_pseudo}
 
 
 def _dropout(n: int, p: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -196,31 +171,30 @@ def _pseudo_loss(
     return evidential_loss(model.head_fused(z_f), torch.as_tensor(targets[pick], device=device), kl).mean()
 
 
-def _labelled_loss(
+def _labelled_losses(
     model: FusionClassifier,
     tokens: torch.Tensor,
     y: torch.Tensor,
-    settings: TrainSettings,
+    part: FinetuneSettings,
     kl: float,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> dict[str, torch.Tensor]:
+    """The three heads' losses on a labelled batch, and the shifted features' loss with `shift` on."""
     model.train()
-    drop = _dropout(len(y), settings.modality_dropout, generator, tokens.device)
+    drop = _dropout(len(y), part.modality_dropout, generator, tokens.device)
     h_w, h_n, z_f = model.encode(tokens[:, 0], tokens[:, 1], drop)
-    fused = evidential_loss(model.head_fused(z_f), y, kl).mean()
-    wli = (evidential_loss(model.head_wli(h_w), y, kl) * ~drop[:, 0]).mean()
-    nbi = (evidential_loss(model.head_nbi(h_n), y, kl) * ~drop[:, 1]).mean()
-    parts = {"fused": fused.item(), "wli": wli.item(), "nbi": nbi.item()}
-    loss = fused + wli + nbi
-    if settings.shift:
+    losses = {
+        "fused": evidential_loss(model.head_fused(z_f), y, kl).mean(),
+        "wli": (evidential_loss(model.head_wli(h_w), y, kl) * ~drop[:, 0]).mean(),
+        "nbi": (evidential_loss(model.head_nbi(h_n), y, kl) * ~drop[:, 1]).mean(),
+    }
+    if part.shift:
         s_w, s_n = model.shift_vectors(tokens[:, 0], tokens[:, 1], y, generator)
-        shifted = 0.5 * (
+        losses["shifted"] = 0.5 * (
             evidential_loss(model.head_fused(z_f + s_w), y, kl).mean()
             + evidential_loss(model.head_fused(z_f + s_n), y, kl).mean()
         )
-        loss = loss + shifted
-        parts["shifted"] = shifted.item()
-    return loss, parts
+    return losses
 
 
 def _pseudo_labels(

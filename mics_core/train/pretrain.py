@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -12,10 +10,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mics_core.config import TrainSettings
 from mics_core.data import pair_views
-from mics_core.model.backbones import normalise
-from mics_core.model.pretraining import SynergisticPretrainer
-from mics_core.train.devices import autocast, resolve_device, seed_everything
-from mics_core.train.progress import SILENT, Reporter
+from mics_core.devices import autocast, resolve_device, seed_everything
+from mics_core.model.pretraining import MODALITIES, SynergisticPretrainer
+from mics_core.progress import SILENT, Reporter
+from mics_core.train.loop import Method, cosine_schedule, run
 
 
 @dataclass
@@ -36,18 +34,78 @@ def cross_modal_check(images: torch.Tensor, settings: TrainSettings) -> Pretrain
     """Stage 1's contrastive terms alone for 8 epochs at batch 16, no colour jitter: the quickest
     test of whether a backbone can learn to match the two views of a pair at all (chance is ln 16).
     A backbone that stays at chance here only makes its features worse in full pre-training."""
-    return pretrain(
-        images,
-        replace(
-            settings,
-            pretrain_batch=16,
-            pretrain_epochs=8,
-            queue_size=64,
-            colour_jitter=0.0,
-            w_reconstruction=0.0,
-            w_adversarial=0.0,
-        ),
+    quick = settings.replace(
+        pretrain_batch=16,
+        pretrain_epochs=8,
+        queue_size=64,
+        colour_jitter=0.0,
+        w_reconstruction=0.0,
+        w_adversarial=0.0,
     )
+    return pretrain(images, quick)
+
+
+class SynergisticPretraining(Method):
+    """Stage 1 as a `Method`: the generator-side losses each step, then the discriminator's
+    step and the momentum update. Under torch.distributed every rank trains its share of each
+    batch, with one batch order on every rank but its own augmentations and masks."""
+
+    phase = "pretrain"
+
+    def __init__(self, images: torch.Tensor, settings: TrainSettings) -> None:
+        if len(images) < 2:
+            raise ValueError("pre-training needs at least two image pairs")
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        self.images, self.settings, part = images, settings, settings.pretrain
+        self.device = resolve_device(settings.device)
+        self.shuffle = self.generator = seed_everything(settings.seed)
+        if distributed:
+            self.generator = torch.Generator().manual_seed(settings.seed + 1 + self.rank)
+        self.model = SynergisticPretrainer(settings.pretrain).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.step_model = (
+            DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+            if distributed
+            else self.model
+        )
+        self.optimiser = torch.optim.AdamW(self.model.generator_parameters(), lr=part.lr, weight_decay=0.05)
+        self.d_optimiser = torch.optim.AdamW(self.model.discriminator.parameters(), lr=part.lr, betas=(0.5, 0.999))
+        self.batch = min(part.batch, len(images))
+        if self.batch < 2 * self.world:  # every process needs two pairs (contrastive negatives, batch norm)
+            raise ValueError(f"a batch of {self.batch} pairs cannot be split over {self.world} processes (2 each)")
+        self.per_epoch = max(1, len(images) // self.batch)
+        self.steps = part.epochs * self.per_epoch
+        self.schedule = cosine_schedule(self.optimiser, self.steps)
+        self.model.train()
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        if step % self.per_epoch == 0:
+            self.order = torch.randperm(len(self.images), generator=self.shuffle)
+        b = step % self.per_epoch
+        idx = self.order[b * self.batch : (b + 1) * self.batch][self.rank :: self.world]
+        views = pair_views(self.images[idx], self.generator, self.settings.pretrain.colour_jitter)
+        wli, nbi = (self.model.encoders[m].normalise(v.to(self.device)) for m, v in zip(MODALITIES, views, strict=True))
+        with autocast(self.device):
+            losses, self.recon, self.real = self.step_model(wli, nbi, self.generator)
+            return losses | {"total": self.model.total(losses)}
+
+    def after_step(self, step: int) -> dict[str, float]:
+        with autocast(self.device):
+            d_loss = self.step_model(discriminate=(self.recon.float(), self.real))
+        self.d_optimiser.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimiser.step()
+        self.model.after_step()
+        return {"discriminator": d_loss.item()}
+
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.model.encoders.state_dict().items()}
 
 
 def pretrain(images: torch.Tensor, settings: TrainSettings, reporter: Reporter = SILENT) -> Pretrained:
@@ -56,60 +114,6 @@ def pretrain(images: torch.Tensor, settings: TrainSettings, reporter: Reporter =
     Raises:
         ValueError: fewer than two pairs (contrastive losses need negatives).
     """
-    if len(images) < 2:
-        raise ValueError("pre-training needs at least two image pairs")
-    start = time.perf_counter()
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    device = resolve_device(settings.device)
-    generator = seed_everything(settings.seed)
-    model = SynergisticPretrainer(settings).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    shuffle = generator
-    if distributed:  # one batch order on every rank, but each rank its own augmentations and masks
-        shuffle, generator = generator, torch.Generator().manual_seed(settings.seed + 1 + rank)
-    step_model = (
-        DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
-        if distributed
-        else model
-    )
-    optimiser = torch.optim.AdamW(model.generator_parameters(), lr=settings.pretrain_lr, weight_decay=0.05)
-    d_optimiser = torch.optim.AdamW(model.discriminator.parameters(), lr=settings.pretrain_lr, betas=(0.5, 0.999))
-    batch = min(settings.pretrain_batch, len(images))
-    if batch < 2 * world:  # every process needs two pairs (contrastive negatives, batch norm)
-        raise ValueError(f"a batch of {batch} pairs cannot be split over {world} processes (2 each at least)")
-    per_epoch = max(1, len(images) // batch)
-    total = settings.pretrain_epochs * per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, total))))
-    history: list[dict[str, float]] = []
-    model.train()
-    step = 0
-    for _ in range(settings.pretrain_epochs):
-        order = torch.randperm(len(images), generator=shuffle)
-        for b in range(per_epoch):
-            idx = order[b * batch : (b + 1) * batch][rank::world]
-            wli, nbi = (normalise(v.to(device)) for v in pair_views(images[idx], generator, settings.colour_jitter))
-            with autocast(device):
-                losses, recon, real = step_model(wli, nbi, generator)
-                loss = model.total(losses)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            with autocast(device):
-                d_loss = step_model(discriminate=(recon.float(), real))
-            d_optimiser.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_optimiser.step()
-            model.after_step()
-            step += 1
-            record = {name: value.item() for name, value in losses.items()}
-            record |= {"total": loss.item(), "discriminator": d_loss.item()}
-            history.append(record)
-            if rank == 0:
-                reporter.step("pretrain", step, total, record)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.encoders.state_dict().items()}
-    return Pretrained(state, history, time.perf_counter() - start)
+    method = SynergisticPretraining(images, settings)
+    result = run(method, method.steps, reporter if method.rank == 0 else SILENT)
+    return Pretrained(method.encoder_state(), result.history, result.seconds)

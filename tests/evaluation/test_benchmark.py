@@ -14,7 +14,7 @@ from mics_core.data import PairRecord
 from mics_core.evaluation.benchmark import METHODS, format_table, make_split, summarise
 from mics_core.evaluation.demo import generate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _records(n_per_class: int, classes: int = 4) -> list[PairRecord]:
@@ -30,7 +30,7 @@ def test_split_is_stratified_disjoint_and_keeps_test_out_of_training():
     assert np.bincount(split.test_labels).tolist() == [10, 10, 10, 10]
     assert np.bincount([records[i].label for i in split.labelled]).tolist() == [4, 4, 4, 4]
     training = split.training_records()
-    assert {r.key for r in training} == {records[i].key for i in labelled | unlabelled}
+    assert {r.case_key for r in training} == {records[i].case_key for i in labelled | unlabelled}
     assert sum(r.label >= 0 for r in training) == 16
 
 

@@ -11,7 +11,8 @@ from mics_core.model.pretraining import SynergisticPretrainer, info_nce, patch_m
 
 def _model(backbone: str) -> SynergisticPretrainer:
     torch.manual_seed(0)
-    return SynergisticPretrainer(TrainSettings(backbone=backbone, image_size=64, queue_size=16, proj_dim=8))
+    settings = TrainSettings().replace(backbone=backbone, image_size=64, queue_size=16, proj_dim=8)
+    return SynergisticPretrainer(settings.pretrain)
 
 
 def _grads_reach(model, loss) -> dict[str, bool]:

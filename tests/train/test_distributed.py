@@ -23,8 +23,8 @@ def records(tmp_path) -> list[PairRecord]:
 def test_two_processes_pretrain_and_report_every_step(records):
     steps: list[tuple[int, int]] = []
     reporter = Reporter(on_step=lambda phase, step, total, losses: steps.append((step, total)))
-    result = pretrain_encoders(records, TrainSettings(**TINY, gpus=2), reporter)
-    single = pretrain_encoders(records, TrainSettings(**TINY))
+    result = pretrain_encoders(records, TrainSettings().replace(**TINY, gpus=2), reporter)
+    single = pretrain_encoders(records, TrainSettings().replace(**TINY))
     assert steps == [(1, 2), (2, 2)]
     assert result.state.keys() == single.state.keys()
     assert len(result.history) == 2 and all(torch.isfinite(v).all() for v in result.state.values())
@@ -36,6 +36,6 @@ def test_cancelling_stops_the_whole_process_group(records):
         raise Cancelled("stop")
 
     with pytest.raises(Cancelled):
-        pretrain_encoders(records, TrainSettings(**TINY, gpus=2), Reporter(on_step=stop))
+        pretrain_encoders(records, TrainSettings().replace(**TINY, gpus=2), Reporter(on_step=stop))
     left = subprocess.run(["pgrep", "-f", "mics_core.train.distributed"], capture_output=True, text=True).stdout
     assert not left.strip()

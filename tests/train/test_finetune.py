@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +10,7 @@ from mics_core.config import TrainSettings
 from mics_core.metrics import json_safe
 from mics_core.train.finetune import calibration_split, finetune
 
-SMALL = TrainSettings(fusion_dim=16, fusion_blocks=1, fusion_heads=2, shift_atoms=4, finetune_epochs=2)
+SMALL = TrainSettings().replace(fusion_dim=16, fusion_blocks=1, fusion_heads=2, shift_atoms=4, finetune_epochs=2)
 
 
 def test_every_class_with_three_labels_gives_at_least_one_held_out_case():
@@ -41,8 +39,8 @@ def test_the_versions_model_learns_from_every_label_only_with_refit(refit: bool)
     """The class shift vectors are the mean atom offsets of the labelled rows the model trained on."""
     labels = np.array([0] * 10 + [1] * 10 + [-1] * 6)
     tokens = torch.randn(len(labels), 2, 3, 8, generator=torch.Generator().manual_seed(0))
-    result = finetune(tokens, labels, ["a", "b"], replace(SMALL, refit=refit))
-    train, held = calibration_split(labels, SMALL.calibration_fraction, SMALL.seed)
+    result = finetune(tokens, labels, ["a", "b"], SMALL.replace(refit=refit))
+    train, held = calibration_split(labels, SMALL.finetune.calibration_fraction, SMALL.seed)
     dictionary = result.model.dictionary
     pooled = tokens.mean(2)
     offsets = 0.5 * (dictionary.offset(pooled[:, 0]) + dictionary.offset(pooled[:, 1]))

@@ -16,8 +16,8 @@ def test_the_cpu_preset_backbone_learns_to_match_the_two_views_of_a_pair(tmp_pat
     # frozen features worse than random ones). The cross-modal task alone, without colour jitter, is the
     # quickest test of whether a backbone can learn it at all.
     records, _ = records_from_manifest(generate(tmp_path, pairs=48, seed=2, size=64, workers=1))
-    settings = TrainSettings(image_size=32)
-    result = cross_modal_check(load_pairs(records, settings.image_size), settings)
+    settings = TrainSettings().replace(image_size=32)
+    result = cross_modal_check(load_pairs(records, settings.pretrain.image_size), settings)
     chance = math.log(16)
     assert len(result.history) == 24
     assert result.history[0]["aligned"] > 0.8 * chance

@@ -13,16 +13,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from mics_core.config import TrainSettings
+from mics_core.config import TrainSettings, pretraining_key
 from mics_core.data import PairRecord, load_pairs
-from mics_core.model.backbones import create_encoder, normalise
+from mics_core.devices import autocast, resolve_device
+from mics_core.model.backbones import create_encoder
+from mics_core.model.pretraining import MODALITIES
 from mics_core.store import atomic_write
-from mics_core.train.devices import autocast, resolve_device
 
 
 def encoder_fingerprint(state: dict[str, torch.Tensor], settings: TrainSettings) -> str:
-    """A hash of the encoder weights and the input size: the cache's namespace."""
-    digest = hashlib.sha256(f"{settings.backbone}|{settings.image_size}".encode())
+    """A hash of the pre-training's identity (backbone, input size...) and the encoder weights: the
+    cache's namespace."""
+    digest = hashlib.sha256(pretraining_key(settings).encode())
     for name in sorted(state):
         digest.update(name.encode())
         digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
@@ -31,7 +33,8 @@ def encoder_fingerprint(state: dict[str, torch.Tensor], settings: TrainSettings)
 
 def build_encoders(state: dict[str, torch.Tensor] | None, settings: TrainSettings) -> nn.ModuleDict:
     """The WLI and NBI encoders with `state` loaded (random init when None), in eval mode."""
-    encoders = nn.ModuleDict({m: create_encoder(settings.backbone, settings.image_size) for m in ("wli", "nbi")})
+    part = settings.pretrain
+    encoders = nn.ModuleDict({m: create_encoder(part.backbone, part.image_size) for m in MODALITIES})
     if state is not None:
         encoders.load_state_dict(state)
     return encoders.eval()
@@ -45,7 +48,7 @@ def encode_pairs(encoders: nn.ModuleDict, images: torch.Tensor, device: torch.de
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch].to(device)
         with autocast(device):
-            tokens = [encoders[m](normalise(chunk[:, i])) for i, m in enumerate(("wli", "nbi"))]
+            tokens = [encoders[m](encoders[m].normalise(chunk[:, i])) for i, m in enumerate(MODALITIES)]
         out.append(torch.stack(tokens, 1).float().cpu())
     return torch.cat(out)
 
@@ -65,7 +68,7 @@ class FeatureCache:
         device = resolve_device(settings.device)
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
-            encoded = encode_pairs(encoders, load_pairs(part, settings.image_size), device)
+            encoded = encode_pairs(encoders, load_pairs(part, settings.pretrain.image_size), device)
             for record, tokens in zip(part, encoded, strict=True):
                 self._write(record, tokens.numpy().astype(np.float16))
         return torch.from_numpy(np.stack([np.load(self._path(r)) for r in records]).astype(np.float32))
@@ -79,3 +82,14 @@ class FeatureCache:
                 np.save(handle, array)
 
         atomic_write(self._path(record), save)
+
+
+def record_tokens(
+    encoder_state: dict[str, torch.Tensor], settings: TrainSettings, records: list[PairRecord], cache_root: Path | None
+) -> torch.Tensor:
+    """Frozen-encoder tokens of `records`, through the feature cache when `cache_root` is given."""
+    encoders = build_encoders(encoder_state, settings)
+    if cache_root is None:
+        images = load_pairs(records, settings.pretrain.image_size)
+        return encode_pairs(encoders, images, resolve_device(settings.device))
+    return FeatureCache(cache_root, encoder_fingerprint(encoder_state, settings)).tokens(records, encoders, settings)

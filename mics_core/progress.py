@@ -23,5 +23,13 @@ class Reporter:
         if self.should_stop is not None and self.should_stop():
             raise Cancelled(f"stopped during {phase} at step {step} of {total}")
 
+    def within(self, offset: int, total: int) -> Reporter:
+        """This reporter for one part of a longer phase: step n is reported as `offset + n` of `total`."""
+        on_step = self.on_step
+        return Reporter(
+            (lambda phase, step, _, losses: on_step(phase, offset + step, total, losses)) if on_step else None,
+            self.should_stop,
+        )
+
 
 SILENT = Reporter()
