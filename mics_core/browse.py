@@ -15,9 +15,10 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
+from mics_core.cases import LABEL, PREDICTED, case_query
 from mics_core.db.models import Annotation, Case, Image, ImportBatch, LabelClass, Prediction, User
 from mics_core.labels import current_label_id
-from mics_core.registry import active_version, active_version_id
+from mics_core.registry import active_version_id
 from mics_core.store import ImageStore
 
 ORDERS = ("unlabelled first", "by class", "by batch", "random")
@@ -112,38 +113,31 @@ def case_view(session: Session, store: ImageStore, case_id: int) -> CaseView:
         note=history[0].note if history else None,
         history=history,
     )
-    version = active_version(session)
-    if version is not None:
-        predicted = aliased(LabelClass)
-        row = session.execute(
-            select(predicted.name, Prediction.probability)
-            .join(predicted, Prediction.label_id == predicted.id)
-            .where(Prediction.model_version_id == version.id, Prediction.case_id == case_id)
-        ).first()
-        if row is not None:
-            view.predicted, view.probability = row
+    prediction = session.execute(
+        case_query(PREDICTED.name, Prediction.probability, version=active_version_id(), predicted_only=True).where(
+            Case.id == case_id
+        )
+    ).first()
+    if prediction is not None:
+        view.predicted, view.probability = prediction
     return view
 
 
 def case_table(session: Session, offset: int = 0, limit: int = 50) -> pd.DataFrame:
     """One page of cases: key, current label, the active model's prediction, NBI origin, batch."""
-    label, predicted, nbi = aliased(LabelClass), aliased(LabelClass), aliased(Image)
-    active = active_version_id()
+    nbi = aliased(Image)
     rows = session.execute(
-        select(
+        case_query(
             Case.case_key,
-            label.name,
-            predicted.name,
+            LABEL.name,
+            PREDICTED.name,
             Prediction.probability,
             Prediction.uncertainty,
             nbi.computed,
             Case.batch_id,
             Case.created_at,
+            version=active_version_id(),
         )
-        .select_from(Case)
-        .outerjoin(label, current_label_id(Case.id) == label.id)
-        .outerjoin(Prediction, (Prediction.case_id == Case.id) & (Prediction.model_version_id == active))
-        .outerjoin(predicted, Prediction.label_id == predicted.id)
         .outerjoin(nbi, Case.nbi_image_id == nbi.id)
         .order_by(Case.id)
         .offset(offset)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sqlalchemy import select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from mics_core.db.models import Case, LabelClass, ModelKind, ModelVersion, Prediction
-from mics_core.labels import current_label_id
+from mics_core.cases import LABEL, PREDICTED, case_query
+from mics_core.db.models import Case, ModelKind, ModelVersion, Prediction
 
 PROJECTION_COLUMNS = [
     "case_id",
-    "case",
+    "case_key",
     "x",
     "y",
     "label",
@@ -36,25 +36,22 @@ def project(embeddings: np.ndarray, seed: int = 0) -> np.ndarray | None:
 
 def projection_frame(session: Session, version_id: int) -> pd.DataFrame:
     """Every projected case of one model version with what the scatter colours by."""
-    label, predicted = aliased(LabelClass), aliased(LabelClass)
     rows = session.execute(
-        select(
+        case_query(
             Case.id,
             Case.case_key,
             Prediction.umap_x,
             Prediction.umap_y,
-            label.name,
-            predicted.name,
+            LABEL.name,
+            PREDICTED.name,
             Prediction.probability,
             Prediction.uncertainty,
             Prediction.conflict,
             Case.batch_id,
+            version=version_id,
+            predicted_only=True,
         )
-        .select_from(Case)
-        .join(Prediction, Prediction.case_id == Case.id)
-        .outerjoin(label, current_label_id(Case.id) == label.id)
-        .join(predicted, Prediction.label_id == predicted.id)
-        .where(Prediction.model_version_id == version_id, Prediction.umap_x.is_not(None))
+        .where(Prediction.umap_x.is_not(None))
         .order_by(Case.id)
     ).all()
     frame = pd.DataFrame(rows, columns=PROJECTION_COLUMNS)

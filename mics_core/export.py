@@ -13,8 +13,8 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from mics_core.db.models import Annotation, Case, Image, ImportBatch, LabelClass, Prediction, User
-from mics_core.labels import newest_annotation_ids
+from mics_core.cases import CURRENT, LABEL, PREDICTED, case_query
+from mics_core.db.models import Annotation, Case, Image, LabelClass, Prediction, User
 from mics_core.registry import active_version_id
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -58,41 +58,35 @@ def neutralise(value: object) -> object:
 def cases_frame(session: Session) -> pd.DataFrame:
     """One row per case with its current label and the active model's prediction."""
     wli, nbi = aliased(Image), aliased(Image)
-    label_class, predicted_class = aliased(LabelClass), aliased(LabelClass)
-    newest = newest_annotation_ids().subquery()
     counts = select(Annotation.case_id, func.count().label("n")).group_by(Annotation.case_id).subquery()
-    active = active_version_id()
     query = (
-        select(
+        case_query(
             Case.case_key,
             wli.original_name,
             nbi.original_name,
             nbi.computed,
             Case.split,
-            ImportBatch.id,
-            label_class.name,
+            Case.batch_id,
+            LABEL.name,
             User.username,
-            Annotation.created_at,
+            CURRENT.created_at,
             func.coalesce(counts.c.n, 0),
-            predicted_class.name,
+            PREDICTED.name,
             Prediction.probability,
             Prediction.uncertainty,
             Prediction.model_version_id,
+            version=active_version_id(),
+            annotation=True,
         )
-        .join(ImportBatch, Case.batch_id == ImportBatch.id)
         .outerjoin(wli, Case.wli_image_id == wli.id)
         .outerjoin(nbi, Case.nbi_image_id == nbi.id)
-        .outerjoin(newest, newest.c.case_id == Case.id)
-        .outerjoin(Annotation, Annotation.id == newest.c.annotation_id)
-        .outerjoin(label_class, Annotation.label_id == label_class.id)
-        .outerjoin(User, Annotation.user_id == User.id)
+        .outerjoin(User, CURRENT.user_id == User.id)
         .outerjoin(counts, counts.c.case_id == Case.id)
-        .outerjoin(Prediction, (Prediction.case_id == Case.id) & (Prediction.model_version_id == active))
-        .outerjoin(predicted_class, Prediction.label_id == predicted_class.id)
         .order_by(Case.id)
     )
     frame = pd.DataFrame(session.execute(query).all(), columns=CASE_COLUMNS)
     frame = frame.astype({"import_batch": "Int64", "n_annotations": "Int64", "model_version": "Int64"})
+    # a cleared case has a newest annotation but no label: nobody labelled it
     frame["labelled_at"] = frame["labelled_at"].where(frame["label"].notna())
     frame["labelled_by"] = frame["labelled_by"].where(frame["label"].notna())
     return frame

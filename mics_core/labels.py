@@ -52,17 +52,21 @@ def newest_annotation_ids(upto: int | None = None) -> Select:
     return query.group_by(Annotation.case_id)
 
 
+def current_annotation_id(case_id: ColumnElement[int]) -> ScalarSelect[int | None]:
+    """The id of the newest annotation of the case `case_id` names (NULL when it has none), as
+    a correlated subquery: one index lookup on (case_id, id), so screens can order and
+    filter 10,000 cases by label without aggregating the whole history."""
+    return _newest(Annotation.id, case_id)
+
+
 def current_label_id(case_id: ColumnElement[int]) -> ScalarSelect[int | None]:
     """The current label id of the case in `case_id`'s row (NULL when unlabelled or cleared),
-    as a correlated subquery: one index lookup on (case_id, id) per case, so screens can
-    order and filter 10,000 cases by label without aggregating the whole history."""
-    return (
-        select(Annotation.label_id)
-        .where(Annotation.case_id == case_id)
-        .order_by(Annotation.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    with the same one index lookup as `current_annotation_id`."""
+    return _newest(Annotation.label_id, case_id)
+
+
+def _newest(column: ColumnElement, case_id: ColumnElement[int]) -> ScalarSelect:
+    return select(column).where(Annotation.case_id == case_id).order_by(Annotation.id.desc()).limit(1).scalar_subquery()
 
 
 def current_labels(session: Session, upto: int | None = None) -> dict[int, int]:

@@ -15,11 +15,12 @@ import numpy as np
 from PIL import Image as PILImage
 from sklearn.cluster import KMeans
 from sqlalchemy import case as when
-from sqlalchemy import false, func, literal, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import func, literal, select
+from sqlalchemy.orm import Session
 
+from mics_core.cases import LABEL, PREDICTED, case_query
 from mics_core.db.models import Annotation, Case, Image, LabelClass, ModelVersion, Prediction
-from mics_core.labels import annotate, current_label_id, newest_annotation_ids
+from mics_core.labels import annotate
 from mics_core.registry import active_version
 from mics_core.store import ImageStore
 
@@ -81,27 +82,24 @@ def rank(
 
 def _candidates(session: Session, version: ModelVersion | None, filters: Filters):
     """One row per candidate case: ids, key, current label, and the active prediction's columns."""
-    label_id = current_label_id(Case.id)
-    query = select(
+    query = case_query(
         Case.id.label("case_id"),
         Case.case_key,
-        label_id.label("label_id"),
-        Prediction.label_id.label("predicted_id"),
+        LABEL.name.label("label"),
+        PREDICTED.name.label("predicted"),
         Prediction.probability,
         Prediction.margin,
         Prediction.uncertainty,
         Prediction.conflict,
         Prediction.wli_label_id,
         Prediction.nbi_label_id,
-    ).select_from(Case)
-    if version is not None:
-        query = query.join(Prediction, (Prediction.case_id == Case.id) & (Prediction.model_version_id == version.id))
-    else:
-        query = query.outerjoin(Prediction, false())  # no model yet: every prediction column is NULL
+        version=version.id if version else None,
+        predicted_only=version is not None,
+    )
     if filters.unlabelled_only:
-        query = query.where(label_id.is_(None))
+        query = query.where(LABEL.id.is_(None))
     if filters.label_disagrees:
-        query = query.where(label_id.is_not(None), label_id != Prediction.label_id)
+        query = query.where(LABEL.id.is_not(None), LABEL.id != Prediction.label_id)
     if filters.predicted_class is not None:
         class_id = session.scalar(select(LabelClass.id).where(LabelClass.name == filters.predicted_class))
         if class_id is None:
@@ -125,13 +123,9 @@ def _candidates(session: Session, version: ModelVersion | None, filters: Filters
 
 
 def _items(session: Session, base, where, score, limit: int | None = None) -> list[QueueItem]:
-    label, predicted = aliased(LabelClass), aliased(LabelClass)
-    query = (
-        select(base.c.case_id, base.c.case_key, predicted.name, base.c.probability, score, label.name)
-        .outerjoin(label, base.c.label_id == label.id)
-        .outerjoin(predicted, base.c.predicted_id == predicted.id)
-        .order_by(score.desc(), base.c.case_id)
-    )
+    query = select(
+        base.c.case_id, base.c.case_key, base.c.predicted, base.c.probability, score, base.c.label
+    ).order_by(score.desc(), base.c.case_id)
     if where is not None:
         query = query.where(where)
     if limit is not None:
@@ -253,14 +247,10 @@ def nearest_labelled(session: Session, case_id: int, k: int = 3) -> list[tuple[i
     version = active_version(session)
     if version is None:
         return []
-    newest = newest_annotation_ids().subquery()
     rows = session.execute(
-        select(Case.id, Case.case_key, LabelClass.name, Prediction.embedding)
-        .join(newest, newest.c.case_id == Case.id)
-        .join(Annotation, Annotation.id == newest.c.annotation_id)
-        .join(LabelClass, Annotation.label_id == LabelClass.id)
-        .join(Prediction, (Prediction.case_id == Case.id) & (Prediction.model_version_id == version.id))
-        .where(Case.id != case_id)
+        case_query(Case.id, Case.case_key, LABEL.name, Prediction.embedding, version=version.id, predicted_only=True)
+        .where(LABEL.id.is_not(None), Case.id != case_id)
+        .order_by(Case.id)
     ).all()
     query = session.scalar(
         select(Prediction.embedding).where(Prediction.model_version_id == version.id, Prediction.case_id == case_id)

@@ -50,7 +50,7 @@ def scatter(data, title: str):
         color=colour,
         symbol="labelled",
         symbol_map={"labelled": "circle", "unlabelled": "circle-open"},
-        hover_name="case",
+        hover_name="case_key",
         hover_data={"label": True, "predicted": True, "probability": ":.2f", "x": False, "y": False},
         custom_data=["case_id"],
         color_continuous_scale="Viridis" if continuous else None,

@@ -13,7 +13,7 @@ from mics_core.browse import case_table
 from mics_core.db.models import Case, ModelKind, ModelVersion, Prediction, User
 from mics_core.export import cases_frame, export_csv, filter_frame, history_frame, neutralise, to_csv_bytes
 from mics_core.ingest.importer import import_source
-from mics_core.labels import annotate, class_ids
+from mics_core.labels import annotate, class_ids, undo
 from tests.conftest import write_image
 from tests.ingest.test_importer import make_manifest
 
@@ -57,6 +57,15 @@ def test_export_one_row_per_case_with_current_label(imported, tmp_path):
     assert frame.loc["c", "label"] == "" and frame.loc["c", "n_annotations"] == "0"
     assert frame.loc["c", "nbi_computed"] == "True" and frame.loc["a", "wli_file"] == "w0.png"
     assert "'=HYPERLINK(1)" in frame.index
+
+
+def test_a_cleared_case_exports_no_label_nobody_and_no_time(imported, tmp_path):
+    with imported.session() as session:
+        case_a = session.scalar(sa.select(Case.id).where(Case.case_key == "a"))
+        undo(session, case_a)  # its only label, from the import
+        export_csv(session, tmp_path / "out.csv")
+    row = _read((tmp_path / "out.csv").read_bytes()).set_index("case_id").loc["a"]
+    assert (row["label"], row["labelled_by"], row["labelled_at"], row["n_annotations"]) == ("", "", "", "2")
 
 
 def _predict_c(session, version: ModelVersion, probability: float) -> None:
