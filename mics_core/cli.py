@@ -29,11 +29,32 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {name: getattr(args, name) for name, _ in TRAIN_FLAGS if getattr(args, name) is not None}
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose epilog may be a function, called only when the help is shown
+    (the review strategies' list needs the library, a second to import)."""
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
+def _strategies_help() -> str:
+    """The review strategies as the library registers them, one per line."""
+    from mics_core.review import DEFAULT_STRATEGY, STRATEGIES
+
+    names = {name: f"'{name}'" if " " in name else name for name in STRATEGIES}
+    width = max(map(len, names.values())) + 2
+    lines = [
+        f"  {names[name]:<{width}}{strategy.description}" + (" (default)" if name == DEFAULT_STRATEGY else "")
+        for name, strategy in STRATEGIES.items()
+    ]
+    return "strategies:\n" + "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m mics_core", description="MICS Studio command line.", epilog=SUBCOMMANDS_HELP
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="python -m mics_core", description="MICS Studio command line.", epilog=SUBCOMMANDS_HELP)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     init = commands.add_parser("init", help="create or upgrade the database (and load the demo data)")
     init.add_argument(
@@ -111,11 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(activate)
 
     queue = commands.add_parser(
-        "queue", help="cases to review, ranked (one per line: case, predicted, probability, score)"
+        "queue",
+        help="cases to review, ranked (one per line: case, predicted, probability, score)",
+        epilog=_strategies_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    queue.add_argument(
-        "--strategy", default="uncertainty", help="uncertainty (default), margin, disagreement, diversity, random"
-    )
+    queue.add_argument("--strategy", help="how to rank: one of the strategies below")
     queue.add_argument("--limit", type=int, default=50)
     queue.add_argument("--unlabelled-only", action="store_true", help="only cases without a label")
     queue.add_argument("--class", dest="predicted_class", metavar="NAME", help="only cases predicted as this class")
@@ -345,13 +367,14 @@ def _cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
     from mics_core.db import init_db
-    from mics_core.review import Filters, ReviewError, rank
+    from mics_core.review import DEFAULT_STRATEGY, Filters, ReviewError, rank
     from mics_core.store import ImageStore
 
     filters = Filters(args.unlabelled_only, False, args.predicted_class, args.min_uncertainty)
+    strategy = args.strategy or DEFAULT_STRATEGY
     with init_db(settings.db_url).session() as session:
         try:
-            items = rank(session, args.strategy, args.limit, filters, args.seed, ImageStore(settings))
+            items = rank(session, strategy, args.limit, filters, args.seed, ImageStore(settings))
         except ReviewError as err:
             raise UserFacingError(str(err)) from None
     for item in items:

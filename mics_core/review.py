@@ -1,21 +1,24 @@
 """The review queue: the active model's predictions ranked by how much a look would help.
 
-Ranking and filtering happen in the database on the indexed prediction columns; only
-the requested page of cases comes back. Ties are broken by case id, so the order is
-deterministic. `diversity` is the cold-start strategy: k-means in feature space, one
-typical case per cluster, biggest clusters first.
+Each ranking is a `Strategy` in `STRATEGIES`, by name: the Review screen and the CLI list
+them from there. Ranking and filtering happen in the database on the indexed prediction
+columns; only the requested page of cases comes back. Ties are broken by case id, so the
+order is deterministic. `diversity` is the cold-start strategy: k-means in feature space,
+one typical case per cluster, biggest clusters first.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
-from sklearn.cluster import KMeans
+from sqlalchemy import ColumnElement, Subquery, func, literal, select
 from sqlalchemy import case as when
-from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from mics_core.cases import LABEL, PREDICTED, case_query
@@ -24,7 +27,6 @@ from mics_core.labels import annotate
 from mics_core.registry import active_version
 from mics_core.store import ImageStore
 
-STRATEGIES = ("uncertainty", "margin", "disagreement", "predicted class", "diversity", "random")
 UNCERTAINTY_BANDS = (0.0, 0.25, 0.5, 0.75, 1.0001)
 
 
@@ -51,36 +53,150 @@ class Filters:
     case_ids: tuple[int, ...] | None = None  # only these cases (a selection sent from Explore)
 
 
+@dataclass(frozen=True)
+class Pool:
+    """The candidates of one review request (one row per case passing the filters, with the
+    active prediction's columns) and what a strategy may need to pick from them."""
+
+    session: Session
+    rows: Subquery
+    version: ModelVersion | None
+    filters: Filters
+    seed: int
+    store: ImageStore | None
+
+    def case_ids(self) -> list[int]:
+        return list(self.session.scalars(select(self.rows.c.case_id).order_by(self.rows.c.case_id)))
+
+    def top(self, score: ColumnElement[float], limit: int) -> list[QueueItem]:
+        """The `limit` candidates with the highest `score`, ties by case id, ranked in the database."""
+        return self._items(score, None, limit)
+
+    def chosen(self, case_ids: list[int], scores: list[float] | None = None) -> list[QueueItem]:
+        """These candidates, in this order, with these scores (0 without)."""
+        rows = {item.case_id: item for item in self._items(literal(0.0), self.rows.c.case_id.in_(case_ids))}
+        scores = scores or [0.0] * len(case_ids)
+        return [replace(rows[i], score=score) for i, score in zip(case_ids, scores, strict=True)]
+
+    def _items(self, score: ColumnElement[float], where: ColumnElement[bool] | None, limit: int | None = None):
+        c = self.rows.c
+        query = select(c.case_id, c.case_key, c.predicted, c.probability, score, c.label)
+        query = query.order_by(score.desc(), c.case_id).limit(limit)
+        if where is not None:
+            query = query.where(where)
+        return [
+            QueueItem(case_id, key, predicted, probability, float(value or 0.0), label)
+            for case_id, key, predicted, probability, value, label in self.session.execute(query)
+        ]
+
+
+class Strategy(ABC):
+    """One way to order the review queue: MONAI Label's `Strategy` shape, a description and one call."""
+
+    needs_model = True
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    @abstractmethod
+    def __call__(self, pool: Pool, limit: int) -> list[QueueItem]:
+        """The first `limit` cases of the queue."""
+
+
+class ByScore(Strategy):
+    """Rank by a score of the prediction's columns, highest first, in the database."""
+
+    def __init__(self, description: str, score: Callable[[Any], ColumnElement[float]]) -> None:
+        super().__init__(description)
+        self.score = score
+
+    def __call__(self, pool: Pool, limit: int) -> list[QueueItem]:
+        return pool.top(self.score(pool.rows.c), limit)
+
+
+class OfPredictedClass(ByScore):
+    """A score ranking within the one predicted class the filters name."""
+
+    def __call__(self, pool: Pool, limit: int) -> list[QueueItem]:
+        if pool.filters.predicted_class is None:
+            raise ReviewError("pick the predicted class to review")
+        return super().__call__(pool, limit)
+
+
+class RandomSample(Strategy):
+    """A seeded random sample: the baseline every other strategy has to beat."""
+
+    needs_model = False
+
+    def __call__(self, pool: Pool, limit: int) -> list[QueueItem]:
+        ids = pool.case_ids()
+        random.Random(pool.seed).shuffle(ids)
+        return pool.chosen(ids[:limit])
+
+
+class Diversity(Strategy):
+    """The cold start: k-means in feature space, one typical case per cluster, biggest clusters
+    first; the score is the cluster's size."""
+
+    needs_model = False
+
+    def __call__(self, pool: Pool, limit: int) -> list[QueueItem]:
+        from sklearn.cluster import KMeans  # a second's import, paid only by this strategy
+
+        ids = pool.case_ids()
+        if len(ids) <= limit:
+            return pool.chosen(ids, [1.0] * len(ids))
+        vectors = features(pool.session, ids, pool.version, pool.store)
+        kmeans = KMeans(n_clusters=limit, n_init=3, random_state=pool.seed).fit(vectors)
+        distance = kmeans.transform(vectors)
+        counts = np.bincount(kmeans.labels_, minlength=limit)
+        picks = []
+        for cluster in range(limit):
+            members = np.flatnonzero(kmeans.labels_ == cluster)
+            if len(members):
+                picks.append((int(counts[cluster]), ids[members[distance[members, cluster].argmin()]]))
+        picks.sort(key=lambda p: (-p[0], p[1]))
+        return pool.chosen([case_id for _, case_id in picks], [float(size) for size, _ in picks])
+
+
+def _disagreement(c: Any) -> ColumnElement[float]:
+    # heads that disagree come first; among them, and then among the rest, higher conflict first
+    return when((c.wli_label_id != c.nbi_label_id, 1.0), else_=0.0) + func.coalesce(c.conflict, 0.0)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "uncertainty": ByScore("the fused uncertainty, highest first", lambda c: c.uncertainty),
+    "margin": ByScore("the smallest gap between the two likeliest classes first", lambda c: -c.margin),
+    "disagreement": ByScore("the WLI and NBI heads disagree first, then by modality conflict", _disagreement),
+    "predicted class": OfPredictedClass("the predicted class asked for, most uncertain first", lambda c: c.uncertainty),
+    "diversity": Diversity("typical cases of different clusters, biggest first (works before the first model)"),
+    "random": RandomSample("a seeded random sample (works before the first model)"),
+}
+DEFAULT_STRATEGY = "uncertainty"
+COLD_START_STRATEGY = "diversity"  # the default before there is a model
+
+
 def rank(
     session: Session,
-    strategy: str = "uncertainty",
+    strategy: str = DEFAULT_STRATEGY,
     limit: int = 50,
     filters: Filters | None = None,
     seed: int = 0,
     store: ImageStore | None = None,
 ) -> list[QueueItem]:
     """The top `limit` cases by `strategy` among those passing `filters`."""
-    if strategy not in STRATEGIES:
+    chosen = STRATEGIES.get(strategy)
+    if chosen is None:
         raise ReviewError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     filters = filters or Filters()
     version = active_version(session)
-    if version is None and strategy not in ("diversity", "random"):
-        raise ReviewError("there is no model yet: use the diversity or random strategy, or retrain first")
-    base, score = _candidates(session, version, filters)
-    if strategy == "diversity":
-        return _diverse(session, version, base, limit, seed, store)
-    if strategy == "random":
-        ids = list(session.scalars(select(base.c.case_id).order_by(base.c.case_id)))
-        random.Random(seed).shuffle(ids)
-        chosen = ids[:limit]
-        rows = {item.case_id: item for item in _items(session, base, base.c.case_id.in_(chosen), score["random"])}
-        return [rows[i] for i in chosen]
-    if strategy == "predicted class" and filters.predicted_class is None:
-        raise ReviewError("pick the predicted class to review")
-    return _items(session, base, None, score[strategy], limit)
+    if version is None and chosen.needs_model:
+        without = " or ".join(name for name, s in STRATEGIES.items() if not s.needs_model)
+        raise ReviewError(f"there is no model yet: use the {without} strategy, or retrain first")
+    return chosen(Pool(session, _candidates(session, version, filters), version, filters, seed, store), limit)
 
 
-def _candidates(session: Session, version: ModelVersion | None, filters: Filters):
+def _candidates(session: Session, version: ModelVersion | None, filters: Filters) -> Subquery:
     """One row per candidate case: ids, key, current label, and the active prediction's columns."""
     query = case_query(
         Case.id.label("case_id"),
@@ -109,31 +225,7 @@ def _candidates(session: Session, version: ModelVersion | None, filters: Filters
         query = query.where(Case.id.in_(filters.case_ids))
     if filters.min_uncertainty is not None:
         query = query.where(Prediction.uncertainty >= filters.min_uncertainty)
-    base = query.subquery()
-    disagree = when((base.c.wli_label_id != base.c.nbi_label_id, 1.0), else_=0.0)
-    score = {
-        "uncertainty": base.c.uncertainty,
-        "margin": -base.c.margin,
-        # heads that disagree come first; among them, and then among the rest, higher conflict first
-        "disagreement": disagree + func.coalesce(base.c.conflict, 0.0),
-        "predicted class": base.c.uncertainty,
-        "random": literal(0.0),
-    }
-    return base, score
-
-
-def _items(session: Session, base, where, score, limit: int | None = None) -> list[QueueItem]:
-    query = select(
-        base.c.case_id, base.c.case_key, base.c.predicted, base.c.probability, score, base.c.label
-    ).order_by(score.desc(), base.c.case_id)
-    if where is not None:
-        query = query.where(where)
-    if limit is not None:
-        query = query.limit(limit)
-    return [
-        QueueItem(case_id, key, name, probability, float(value or 0.0), current)
-        for case_id, key, name, probability, value, current in session.execute(query)
-    ]
+    return query.subquery()
 
 
 def features(
@@ -162,29 +254,6 @@ def features(
         with PILImage.open(store.resolve(paths[i])) as thumb:
             vectors.append(np.asarray(thumb.convert("RGB").resize((16, 16)), np.float32).ravel() / 255.0)
     return np.stack(vectors)
-
-
-def _diverse(session, version, base, limit: int, seed: int, store: ImageStore | None) -> list[QueueItem]:
-    ids = list(session.scalars(select(base.c.case_id).order_by(base.c.case_id)))
-    if len(ids) <= limit:
-        chosen, sizes = ids, [1.0] * len(ids)
-    else:
-        vectors = features(session, ids, version, store)
-        kmeans = KMeans(n_clusters=limit, n_init=3, random_state=seed).fit(vectors)
-        distance = kmeans.transform(vectors)
-        counts = np.bincount(kmeans.labels_, minlength=limit)
-        picks = []
-        for cluster in range(limit):
-            members = np.flatnonzero(kmeans.labels_ == cluster)
-            if len(members):
-                picks.append((int(counts[cluster]), ids[members[distance[members, cluster].argmin()]]))
-        picks.sort(key=lambda p: (-p[0], p[1]))
-        chosen, sizes = [case_id for _, case_id in picks], [float(size) for size, _ in picks]
-    rows = {item.case_id: item for item in _items(session, base, base.c.case_id.in_(chosen), literal(0.0))}
-    return [
-        QueueItem(c, rows[c].case_key, rows[c].predicted, rows[c].probability, size, rows[c].label)
-        for c, size in zip(chosen, sizes, strict=True)
-    ]
 
 
 def record_review(

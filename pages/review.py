@@ -15,6 +15,8 @@ from mics_core.browse import case_view
 from mics_core.labels import class_names
 from mics_core.registry import active_version
 from mics_core.review import (
+    COLD_START_STRATEGY,
+    DEFAULT_STRATEGY,
     STRATEGIES,
     Filters,
     ReviewError,
@@ -41,8 +43,10 @@ selection = _ui.explore_selection(
 )
 
 left, middle, right = st.columns(3)
-default = STRATEGIES.index("uncertainty" if version else "diversity")
-strategy = left.selectbox("Rank by", STRATEGIES, index=default, key="review_strategy")
+names = list(STRATEGIES)
+default = names.index(DEFAULT_STRATEGY if version else COLD_START_STRATEGY)
+strategy = left.selectbox("Rank by", names, index=default, key="review_strategy")
+left.caption(STRATEGIES[strategy].description.capitalize() + ".")
 show = middle.selectbox(
     "Show", ["all cases", "unlabelled only", "label ≠ prediction (possible label errors)"], key="review_show"
 )

@@ -332,3 +332,20 @@ def test_cli_queue_refuses_an_unknown_strategy(db, settings, cases, model, monke
     assert main(["queue", "--strategy", "newest", "--db", settings.db_url]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "error: unknown strategy 'newest'" in captured.err
+
+
+def test_every_strategy_is_described_and_the_cli_help_lists_them_all(capsys):
+    with pytest.raises(SystemExit):
+        main(["queue", "--help"])
+    help_text = capsys.readouterr().out
+    for name, strategy in STRATEGIES.items():
+        assert strategy.description and strategy.description in help_text
+        assert (f"'{name}'" if " " in name else name) in help_text
+    assert "'predicted class'" in help_text
+
+
+def test_cli_queue_ranks_one_predicted_class(db, settings, cases, model, monkeypatch, capsys):
+    monkeypatch.setenv("MICS_DATA_ROOT", str(settings.data_root))
+    args = ["queue", "--strategy", "predicted class", "--class", "polyp", "--db", settings.db_url]
+    assert main(args) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == ["case04", "case03", "case05"]
