@@ -16,9 +16,9 @@ def test_projection_frame_has_every_projected_case_of_the_version(db, settings, 
     second = add_model(db, [[0.1, 0.3, 0.6]] * 5, [0.7] * 5)  # the newest case has no prediction
     with db.session() as session:
         session.execute(
-            sa.update(Prediction).where(Prediction.case_id == ids[4], Prediction.model_version_id == second).values(
-                umap_x=None, umap_y=None
-            )
+            sa.update(Prediction)
+            .where(Prediction.case_id == ids[4], Prediction.model_version_id == second)
+            .values(umap_x=None, umap_y=None)
         )
         frame = projection_frame(session, second)
         old = projection_frame(session, first)

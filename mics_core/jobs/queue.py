@@ -118,9 +118,7 @@ def reap_stale(session: Session, lease_seconds: float, max_attempts: int = 2) ->
     """Running jobs whose worker stopped heart-beating: re-queued once, then failed."""
     cutoff = utcnow() - timedelta(seconds=lease_seconds)
     stale = session.scalars(
-        select(Job)
-        .where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
-        .with_for_update(skip_locked=True)
+        select(Job).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff).with_for_update(skip_locked=True)
     ).all()
     for job in stale:
         if job.attempts < max_attempts and not job.cancel_requested:
