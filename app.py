@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from mics_core.auth import AuthError, allowed, auth_disabled, authenticate, create_first_admin, has_users, single_user
+from mics_core.db.models import User
 from pages import _ui
 
 st.set_page_config(page_title="MICS Studio", page_icon=":material/biotech:", layout="wide")
@@ -37,13 +38,7 @@ def first_admin_form() -> None:
             if password != repeat:
                 st.error("The two passwords differ.")
                 return
-            try:
-                with _ui.session() as session:
-                    _ui.sign_in_as(create_first_admin(session, username, password))
-            except AuthError as err:
-                st.error(str(err))
-                return
-            st.rerun()
+            sign_in(_ui.attempt(lambda session: create_first_admin(session, username, password)))
 
 
 def sign_in_form() -> None:
@@ -52,13 +47,14 @@ def sign_in_form() -> None:
         username = st.text_input("User name")
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Sign in", type="primary"):
-            try:
-                with _ui.session() as session:
-                    _ui.sign_in_as(authenticate(session, username, password))
-            except AuthError as err:
-                st.error(str(err))
-                return
-            st.rerun()
+            sign_in(_ui.attempt(lambda session: authenticate(session, username, password)))
+
+
+def sign_in(account: User | None) -> None:
+    """Start the session of `account`, unless it was refused (the reason is on screen)."""
+    if account is not None:
+        _ui.sign_in_as(account)
+        st.rerun()
 
 
 def signed_in() -> bool:

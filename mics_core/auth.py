@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mics_core.db.models import ROLES, User
+from mics_core.errors import RequestRefused
 
 LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
 SINGLE_USER = "local"
@@ -23,7 +24,7 @@ PAGE_ROLES = {"import": "reviewer", "review": "reviewer", "admin": "admin"}
 _hasher = PasswordHasher()
 
 
-class AuthError(ValueError):
+class AuthError(RequestRefused):
     """A sign-in or account change that cannot be done; the message says why."""
 
 
@@ -37,6 +38,11 @@ def allowed(role: str, page: str) -> bool:
 
 def has_users(session: Session) -> bool:
     return bool(session.scalar(select(func.count()).select_from(User).where(User.password_hash.is_not(None))))
+
+
+def accounts(session: Session) -> list[User]:
+    """Every account, oldest first, but the single-user mode's one (it is nobody's to manage)."""
+    return list(session.scalars(select(User).where(User.username != SINGLE_USER).order_by(User.id)))
 
 
 def create_user(session: Session, username: str, password: str, role: str = "annotator") -> User:

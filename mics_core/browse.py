@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, aliased
 
 from mics_core.cases import LABEL, PREDICTED, case_query
 from mics_core.db.models import Annotation, Case, Image, ImportBatch, LabelClass, Prediction, User
+from mics_core.errors import RequestRefused
 from mics_core.labels import current_label_id
 from mics_core.registry import active_version_id
 from mics_core.store import ImageStore
@@ -24,7 +25,7 @@ from mics_core.store import ImageStore
 ORDERS = ("unlabelled first", "by class", "by batch", "random")
 
 
-class BrowseError(ValueError):
+class BrowseError(RequestRefused):
     """A request for cases that cannot be answered; the message says why."""
 
 

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mics_core.config import Settings
+from mics_core.errors import RequestRefused
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 SUBCOMMANDS_HELP = "Database URL: --db, else MICS_DB_URL, else sqlite:///data/mics.db."
 
@@ -157,13 +164,22 @@ def main(argv: list[str] | None = None) -> int:
     handler = globals()[f"_cmd_{args.command}"]
     try:
         return handler(args, settings)
-    except UserFacingError as err:
+    except (UserFacingError, RequestRefused) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
 class UserFacingError(Exception):
     """An error whose message is the whole story for the user."""
+
+
+@contextmanager
+def _session(settings: Settings) -> Iterator[Session]:
+    """A transaction on the database, its schema upgraded first."""
+    from mics_core.db import init_db
+
+    with init_db(settings.db_url).session() as session:
+        yield session
 
 
 def _cmd_init(args: argparse.Namespace, settings: Settings) -> int:
@@ -185,13 +201,9 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from mics_core.db import init_db
     from mics_core.ingest.importer import import_source
-    from mics_core.ingest.sources import SourceError
 
     db = init_db(settings.db_url)
-    try:
-        report = import_source(args.source, db, settings, labels_csv=args.labels, use_labels=not args.no_labels)
-    except SourceError as err:
-        raise UserFacingError(str(err)) from None
+    report = import_source(args.source, db, settings, labels_csv=args.labels, use_labels=not args.no_labels)
     for note in report.notes:
         print(note)
     for problem in report.problems:
@@ -203,21 +215,18 @@ def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from mics_core.db import init_db
     from mics_core.export import export_csv
 
-    db = init_db(settings.db_url)
-    with db.session() as session:
+    with _session(settings) as session:
         rows = export_csv(session, args.out, history=args.history)
     print(f"wrote {rows} rows to {args.out}")
     return 0
 
 
 def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from mics_core.db import init_db
     from mics_core.stats import dataset_stats
 
-    with init_db(settings.db_url).session() as session:
+    with _session(settings) as session:
         stats = dataset_stats(session)
     print(f"cases: {stats.cases}")
     print(f"labelled: {stats.labelled}")
@@ -310,25 +319,20 @@ def _cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    from mics_core.db import init_db
     from mics_core.jobs.queue import recent_jobs
 
-    with init_db(settings.db_url).session() as session:
+    with _session(settings) as session:
         jobs = recent_jobs(session, args.limit)
         print("\n".join(_job_line(job) for job in jobs) or "no jobs yet")
     return 0
 
 
 def _cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from mics_core.db import init_db
     from mics_core.db.models import JobStatus
-    from mics_core.jobs.queue import JobError, cancel
+    from mics_core.jobs.queue import cancel
 
-    with init_db(settings.db_url).session() as session:
-        try:
-            job = cancel(session, args.job_id)
-        except JobError as err:
-            raise UserFacingError(str(err)) from None
+    with _session(settings) as session:
+        job = cancel(session, args.job_id)
         print(f"job {job.id}: " + ("cancelled" if job.status == JobStatus.CANCELLED else "will stop at its next step"))
     return 0
 
@@ -336,10 +340,9 @@ def _cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     import pandas as pd
 
-    from mics_core.db import init_db
     from mics_core.registry import version_table, versions
 
-    with init_db(settings.db_url).session() as session:
+    with _session(settings) as session:
         table = version_table(versions(session))
     for v in table.itertuples(index=False):
         held_out = f"{v.accuracy:.3f}" if pd.notna(v.accuracy) else "n/a"
@@ -353,30 +356,22 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
-    from mics_core.db import init_db
-    from mics_core.registry import RegistryError, activate
+    from mics_core.registry import activate
 
-    with init_db(settings.db_url).session() as session:
-        try:
-            activate(session, args.version_id)
-        except RegistryError as err:
-            raise UserFacingError(str(err)) from None
+    with _session(settings) as session:
+        activate(session, args.version_id)
     print(f"model version {args.version_id} is now active")
     return 0
 
 
 def _cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
-    from mics_core.db import init_db
-    from mics_core.review import DEFAULT_STRATEGY, Filters, ReviewError, rank
+    from mics_core.review import DEFAULT_STRATEGY, Filters, rank
     from mics_core.store import ImageStore
 
     filters = Filters(args.unlabelled_only, False, args.predicted_class, args.min_uncertainty)
     strategy = args.strategy or DEFAULT_STRATEGY
-    with init_db(settings.db_url).session() as session:
-        try:
-            items = rank(session, strategy, args.limit, filters, args.seed, ImageStore(settings))
-        except ReviewError as err:
-            raise UserFacingError(str(err)) from None
+    with _session(settings) as session:
+        items = rank(session, strategy, args.limit, filters, args.seed, ImageStore(settings))
     for item in items:
         probability = f"{item.probability:.3f}" if item.probability is not None else "-"
         print(f"{item.case_key}\t{item.predicted or '-'}\t{probability}\t{item.score:.4f}")
@@ -384,15 +379,11 @@ def _cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_classes(args: argparse.Namespace, settings: Settings) -> int:
-    from mics_core.db import init_db
-    from mics_core.labels import LabelError, add_classes, class_names
+    from mics_core.labels import add_classes, class_names
 
-    with init_db(settings.db_url).session() as session:
+    with _session(settings) as session:
         if args.add:
-            try:
-                added = add_classes(session, args.add)
-            except LabelError as err:
-                raise UserFacingError(str(err)) from None
+            added = add_classes(session, args.add)
             print(f"added: {', '.join(added) or 'nothing new'}")
         print("\n".join(class_names(session)) or "(no classes yet)")
     return 0

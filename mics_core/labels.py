@@ -11,9 +11,10 @@ from sqlalchemy import ColumnElement, ScalarSelect, Select, func, select
 from sqlalchemy.orm import Session
 
 from mics_core.db.models import ANNOTATION_SOURCES, Annotation, LabelClass
+from mics_core.errors import RequestRefused
 
 
-class LabelError(ValueError):
+class LabelError(RequestRefused):
     """A label operation that would lose or corrupt labels; the message says why."""
 
 

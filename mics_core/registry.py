@@ -13,6 +13,7 @@ from sqlalchemy import ScalarSelect, select, update
 from sqlalchemy.orm import Session
 
 from mics_core.db.models import ModelKind, ModelVersion
+from mics_core.errors import RequestRefused
 
 # The one definition of "the active version", shared by the lookup and the subquery every
 # screen and the export join their predictions on.
@@ -31,7 +32,7 @@ METRIC_COLUMNS = {
 }
 
 
-class RegistryError(ValueError):
+class RegistryError(RequestRefused):
     """A registry request that cannot be carried out; the message says why."""
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from mics_core.cases import LABEL, PREDICTED, case_query
 from mics_core.db.models import Annotation, Case, Image, LabelClass, ModelVersion, Prediction
+from mics_core.errors import RequestRefused
 from mics_core.labels import annotate
 from mics_core.registry import active_version
 from mics_core.store import ImageStore
@@ -30,7 +31,7 @@ from mics_core.store import ImageStore
 UNCERTAINTY_BANDS = (0.0, 0.25, 0.5, 0.75, 1.0001)
 
 
-class ReviewError(ValueError):
+class ReviewError(RequestRefused):
     """A review request that cannot be answered; the message says why."""
 
 

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from mics_core.config import Settings
 from mics_core.db import init_db
-from mics_core.db.models import Case
+from mics_core.db.models import Case, ImportBatch
 from mics_core.evaluation.demo import CLASSES, generate
 from mics_core.ingest.importer import import_source
 from mics_core.labels import add_classes
+
+# the import batch name of the demo data: how a project knows it holds rendered images, not patients
+DEMO_SOURCE = "synthetic demo data"
+
+
+def holds_demo_data(session: Session) -> bool:
+    return session.scalar(select(ImportBatch.id).where(ImportBatch.source == DEMO_SOURCE).limit(1)) is not None
 
 
 def ensure_database(settings: Settings, demo_pairs: int = 0) -> str:
@@ -28,5 +36,5 @@ def ensure_database(settings: Settings, demo_pairs: int = 0) -> str:
         generate(settings.demo_root, pairs=demo_pairs)
     with db.session() as session:
         add_classes(session, list(CLASSES))
-    report = import_source(manifest, db, settings, use_labels=False, display_name="synthetic demo data")
+    report = import_source(manifest, db, settings, use_labels=False, display_name=DEMO_SOURCE)
     return f"database ready with the synthetic demo data: {report.summary()}"

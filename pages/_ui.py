@@ -7,9 +7,10 @@ Streamlit plumbing that would otherwise repeat on each page.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import streamlit as st
 from PIL import Image as PILImage
@@ -19,10 +20,13 @@ from mics_core.auth import allowed
 from mics_core.config import Settings
 from mics_core.db import Database, init_db
 from mics_core.db.models import User
+from mics_core.errors import RequestRefused
 from mics_core.jobs.queue import active_jobs
 from mics_core.registry import active_version
 from mics_core.stats import dataset_stats
 from mics_core.store import ImageStore
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,16 @@ def store() -> ImageStore:
 def session() -> Iterator[Session]:
     with database().session() as opened:
         yield opened
+
+
+def attempt(change: Callable[[Session], T]) -> T | None:
+    """Run `change` in one transaction; when the library refuses it, show why and return None."""
+    try:
+        with session() as opened:
+            return change(opened)
+    except RequestRefused as err:
+        st.error(str(err))
+        return None
 
 
 def user() -> SignedIn:

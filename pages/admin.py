@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
-from mics_core.auth import SINGLE_USER, AuthError, create_user, set_role
-from mics_core.db.models import ROLES, User
+from mics_core.auth import accounts, create_user, set_role
+from mics_core.db import describe_url
+from mics_core.db.models import ROLES
 from mics_core.jobs.queue import job_counts
 from mics_core.jobs.worker import live_workers
-from mics_core.labels import LabelError, add_classes, class_names
+from mics_core.labels import add_classes, class_names
 from pages import _ui
 
 me = _ui.require("admin")
@@ -20,8 +19,7 @@ users_tab, classes_tab, system_tab = st.tabs(["Users", "Classes", "Database and 
 
 with users_tab:
     with _ui.session() as session:
-        accounts = session.scalars(select(User).where(User.username != SINGLE_USER).order_by(User.id)).all()
-        people = [(u.id, u.username, u.role, u.active, u.created_at) for u in accounts]
+        people = [(u.id, u.username, u.role, u.active, u.created_at) for u in accounts(session)]
     st.dataframe(
         pd.DataFrame(people, columns=["id", "user", "role", "active", "created"]), hide_index=True, width="stretch"
     )
@@ -32,28 +30,18 @@ with users_tab:
         who = left.selectbox("User", list(names), format_func=names.get)
         role = middle.selectbox("Role", ROLES)
         active = right.checkbox("Active", value=True)
-        if st.form_submit_button("Save"):
-            try:
-                with _ui.session() as session:
-                    set_role(session, who, role, active)
-            except AuthError as err:
-                st.error(str(err))
-            else:
-                st.success(f"{names[who]} is now {'an active' if active else 'an inactive'} {role}.")
+        if st.form_submit_button("Save") and _ui.attempt(lambda session: set_role(session, who, role, active)):
+            st.success(f"{names[who]} is now {'an active' if active else 'an inactive'} {role}.")
     with st.form("new_user", clear_on_submit=True):
         st.write("Add a user")
         left, middle, right = st.columns(3)
         username = left.text_input("User name")
         password = middle.text_input("Initial password", type="password")
         role = right.selectbox("Role", ROLES, key="new_role")
-        if st.form_submit_button("Add user"):
-            try:
-                with _ui.session() as session:
-                    create_user(session, username, password, role)
-            except AuthError as err:
-                st.error(str(err))
-            else:
-                st.success(f"Added {username.strip()} as {role}.")
+        if st.form_submit_button("Add user") and _ui.attempt(
+            lambda session: create_user(session, username, password, role)
+        ):
+            st.success(f"Added {username.strip()} as {role}.")
 
 with classes_tab:
     with _ui.session() as session:
@@ -62,20 +50,15 @@ with classes_tab:
     st.dataframe(pd.DataFrame({"key": range(1, len(classes) + 1), "class": classes}), hide_index=True, width="stretch")
     with st.form("add_class", clear_on_submit=True):
         new = st.text_input("New class name")
-        if st.form_submit_button("Add class") and new.strip():
-            try:
-                with _ui.session() as session:
-                    added = add_classes(session, [new])
-            except LabelError as err:
-                st.error(str(err))
-            else:
-                st.success(f"Added {added[0]}." if added else f"{new.strip()} is already in the list.")
-                st.rerun()
+        submitted = st.form_submit_button("Add class") and new.strip()
+        added = _ui.attempt(lambda session: add_classes(session, [new])) if submitted else None
+        if added is not None:
+            st.success(f"Added {added[0]}." if added else f"{new.strip()} is already in the list.")
+            st.rerun()
     st.caption("Classes are never deleted or renamed here: existing labels and model versions refer to them.")
 
 with system_tab:
-    url = make_url(_ui.settings().db_url)
-    st.write(f"**Database:** {url.get_backend_name()} — `{url.render_as_string(hide_password=True)}`")
+    st.write(f"**Database:** {describe_url(_ui.settings().db_url)}")
     with _ui.session() as session:
         counts = job_counts(session)
     st.write("**Jobs:** " + (", ".join(f"{n} {status}" for status, n in counts.items()) or "none yet"))

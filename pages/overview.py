@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import select
 
 from mics_core.auth import allowed
 from mics_core.browse import case_table
-from mics_core.db.models import ImportBatch
-from mics_core.setup import ensure_database
+from mics_core.setup import ensure_database, holds_demo_data
 from mics_core.stats import dataset_stats
 from pages import _ui
 
@@ -18,9 +16,9 @@ PAGE_SIZE = 50
 st.title("Overview")
 with _ui.session() as session:
     stats = dataset_stats(session)
-    synthetic = session.scalar(select(ImportBatch.id).where(ImportBatch.source == "synthetic demo data").limit(1))
+    synthetic = holds_demo_data(session)
 
-if synthetic is not None:
+if synthetic:
     st.info("This project holds **synthetic demo data**: rendered images, not real patients.")
 
 if not stats.cases:

@@ -13,10 +13,10 @@ import streamlit as st
 
 from mics_core.config import TrainSettings
 from mics_core.db.models import Job
-from mics_core.jobs.queue import ACTIVE, JobError, cancel, latest_job, recent_jobs, request_retrain
+from mics_core.jobs.queue import ACTIVE, cancel, latest_job, recent_jobs, request_retrain
 from mics_core.jobs.worker import ensure_local_worker, live_workers
 from mics_core.model.backbones import SUPPORTED
-from mics_core.registry import RegistryError, activate, version_table, versions
+from mics_core.registry import activate, version_table, versions
 from pages import _ui
 
 me = _ui.require("train")
@@ -91,12 +91,8 @@ def show_job(job: Job) -> None:
         chart = px.line(curve, x="update", y="loss", color="phase", height=260)
         chart.update_layout(margin={"l": 0, "r": 0, "t": 10, "b": 0})
         st.plotly_chart(chart, key=f"curve_{job.id}")
-    if job.status in ACTIVE and st.button("Cancel this job", key=f"cancel_{job.id}", icon=":material/cancel:"):
-        try:
-            with _ui.session() as session:
-                cancel(session, job.id)
-        except JobError as err:
-            st.error(str(err))
+    stop = job.status in ACTIVE and st.button("Cancel this job", key=f"cancel_{job.id}", icon=":material/cancel:")
+    if stop and _ui.attempt(lambda session: cancel(session, job.id)):
         st.rerun()
     if job.error:
         st.error(f"The job did not finish: {job.error}")
@@ -135,15 +131,11 @@ else:
     if me.role == "admin":
         left, right = st.columns([1, 3])
         chosen = left.selectbox("Version", list(table["version"]), label_visibility="collapsed")
-        if right.button("Make this version active (roll back)"):
-            try:
-                with _ui.session() as session:
-                    activate(session, chosen)
-            except RegistryError as err:
-                st.error(str(err))
-            else:
-                st.success(f"Version {chosen} is active; its predictions are shown everywhere.")
-                st.rerun()
+        if right.button("Make this version active (roll back)") and _ui.attempt(
+            lambda session: activate(session, chosen)
+        ):
+            st.success(f"Version {chosen} is active; its predictions are shown everywhere.")
+            st.rerun()
 
 with st.expander("Job history"):
     with _ui.session() as session:

@@ -7,6 +7,7 @@ import pytest
 from mics_core.auth import (
     SINGLE_USER,
     AuthError,
+    accounts,
     allowed,
     auth_disabled,
     authenticate,
@@ -215,3 +216,10 @@ def test_single_user_creates_one_passwordless_admin_once(db):
         assert session.query(User).count() == 1
     with db.session() as session:
         assert single_user(session).id == first.id
+
+
+def test_accounts_are_listed_oldest_first_without_the_single_user_account(db):
+    with db.session() as session:
+        single_user(session)
+        names = [create_user(session, name, PASSWORD).username for name in ("bob", "alice")]
+        assert [user.username for user in accounts(session)] == names

@@ -115,3 +115,19 @@ def test_models_lists_versions_oldest_first_and_marks_the_active_one(settings, d
     first, second = capsys.readouterr().out.splitlines()
     assert first.startswith(f"* {rows[0].id:>4}") and "labels     8" in first and "held-out accuracy 0.750" in first
     assert second.startswith(f"  {rows[1].id:>4}") and "held-out accuracy n/a" in second
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cancel", "999"], "there is no job 999"),
+        (["activate", "7"], "there is no model version 7 that can predict"),
+        (["classes", "--add", " "], "must be 1 to 100 characters"),
+    ],
+)
+def test_a_refused_request_is_one_error_line_and_exit_code_2(settings, db, capsys, args, message):
+    from mics_core.cli import main
+
+    assert main([*args, "--db", settings.db_url]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and message in captured.err and "Traceback" not in captured.err

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mics_core.db import models
 
-__all__ = ["Database", "connect", "init_db", "models", "session_scope"]
+__all__ = ["Database", "connect", "describe_url", "init_db", "models", "session_scope"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -59,6 +59,12 @@ def _make_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+def describe_url(url: str) -> str:
+    """The backend and the URL with its password masked, for showing to an administrator."""
+    parsed = make_url(url)
+    return f"{parsed.get_backend_name()} — `{parsed.render_as_string(hide_password=True)}`"
 
 
 @lru_cache(maxsize=16)

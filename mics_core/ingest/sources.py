@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from mics_core.db.models import SPLITS
+from mics_core.errors import RequestRefused
 
 MANIFEST_COLUMNS = ("case_id", "wli_path", "nbi_path", "label", "split")
 REQUIRED_MANIFEST_COLUMNS = ("case_id", "wli_path")
@@ -24,7 +25,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_CASE_ID = 200
 
 
-class SourceError(ValueError):
+class SourceError(RequestRefused):
     """The source as a whole cannot be imported; the message says what to fix."""
 
 

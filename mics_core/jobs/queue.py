@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mics_core.db.models import Job, JobKind, JobStatus, utcnow
+from mics_core.errors import RequestRefused
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -23,7 +24,7 @@ LOG_TAIL_CHARS = 4000
 CURVE_POINTS = 5000
 
 
-class JobError(ValueError):
+class JobError(RequestRefused):
     """A job request that cannot be carried out; the message says why."""
 
 

@@ -112,3 +112,10 @@ def test_class_list_keeps_order_and_ignores_repeats(db):
         assert add_classes(session, ["b", "a"]) == ["b", "a"]
         assert add_classes(session, ["a", "c"]) == ["c"]
         assert class_names(session) == ["b", "a", "c"]
+
+
+def test_describe_url_names_the_backend_and_masks_the_password():
+    from mics_core.db import describe_url
+
+    shown = describe_url("postgresql+psycopg://mics:s3cret@db.example:5432/mics")
+    assert shown.startswith("postgresql — ") and "s3cret" not in shown and "db.example" in shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,12 @@ def test_single_user_mode_needs_a_localhost_server(fresh, monkeypatch, server_ad
     app = fresh()
     assert not app.exception and app.title[0].value == "Overview"
     assert app.session_state["user"].username == "local"
+
+
+@pytest.mark.parametrize("script", [*sorted(p.name for p in (ROOT / "pages").glob("*.py")), "../app.py"])
+def test_screens_leave_every_query_to_mics_core(script):
+    """Pages are thin: they call mics_core, which owns every query (a Session type hint is all they import)."""
+    source = (ROOT / "pages" / script).read_text()
+    imports = [line for line in source.splitlines() if "sqlalchemy" in line]
+    assert imports in ([], ["from sqlalchemy.orm import Session"])
+    assert not re.search(r"\bselect\(", source)
