@@ -80,7 +80,7 @@ class CaseView:
     """One case as the Label and Review screens show it."""
 
     id: int
-    key: str
+    case_key: str
     wli: Path | None
     nbi: Path | None
     nbi_computed: bool
@@ -106,7 +106,7 @@ def case_view(session: Session, store: ImageStore, case_id: int) -> CaseView:
     history = [HistoryRow(*row) for row in rows]
     view = CaseView(
         id=case.id,
-        key=case.case_key,
+        case_key=case.case_key,
         wli=store.resolve(case.wli.path) if case.wli else None,
         nbi=store.resolve(case.nbi.path) if case.nbi else None,
         nbi_computed=bool(case.nbi and case.nbi.computed),

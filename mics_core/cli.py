@@ -207,7 +207,7 @@ def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     for note in report.notes:
         print(note)
     for problem in report.problems:
-        print(f"skipped  {problem.case_id or '-'}  {problem.file or '-'}  {problem.reason}")
+        print(f"skipped  {problem.case_key or '-'}  {problem.file or '-'}  {problem.reason}")
     if args.report:
         report.problems_frame().to_csv(args.report, index=False)
     print(report.summary())

@@ -311,9 +311,16 @@ def prediction(session: Session, version_id: int, case_id: int) -> Prediction | 
     )
 
 
-def nearest_labelled(session: Session, case_id: int, k: int = 3) -> list[tuple[int, str, str, float]]:
-    """The k labelled cases closest to `case_id` in the active model's feature space:
-    (case id, key, label, cosine similarity)."""
+@dataclass(frozen=True)
+class Neighbour:
+    case_id: int
+    case_key: str
+    label: str
+    similarity: float  # cosine, in the active model's feature space
+
+
+def nearest_labelled(session: Session, case_id: int, k: int = 3) -> list[Neighbour]:
+    """The k labelled cases closest to `case_id` in the active model's feature space, closest first."""
     version = active_version(session)
     if version is None:
         return []
@@ -331,4 +338,4 @@ def nearest_labelled(session: Session, case_id: int, k: int = 3) -> list[tuple[i
     target = np.frombuffer(query, np.float16).astype(np.float32)
     similarity = matrix @ target / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(target) + 1e-8)
     best = np.argsort(-similarity, kind="stable")[:k]
-    return [(rows[i][0], rows[i][1], rows[i][2], float(similarity[i])) for i in best]
+    return [Neighbour(*rows[i][:3], float(similarity[i])) for i in best]

@@ -103,6 +103,6 @@ for index, view in enumerate(views):
     with tiles[index % len(tiles)]:
         if view.wli is not None:
             st.image(_ui.image_png(str(view.wli), size=160), width="stretch")
-        st.caption(f"{view.key} · {view.label or 'unlabelled'} · model: {view.predicted or '–'}")
+        st.caption(f"{view.case_key} · {view.label or 'unlabelled'} · model: {view.predicted or '–'}")
 if len(selected) > THUMBNAILS:
     st.caption(f"Showing the first {THUMBNAILS} of {len(selected)}.")

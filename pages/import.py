@@ -74,4 +74,4 @@ if report is not None:
         st.dataframe(report.problems_frame(), hide_index=True, width="stretch")
     if report.imported:
         with st.expander(f"{len(report.imported)} new case(s)"):
-            st.dataframe(pd.DataFrame({"case": report.imported}), hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame({"Case": report.imported}), hide_index=True, width="stretch")

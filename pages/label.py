@@ -108,7 +108,7 @@ flash = state.pop("label_flash", None)
 if flash:
     st.toast(flash)
 
-st.subheader(f"Case {case.key}")
+st.subheader(f"Case {case.case_key}")
 status = f"**{case.label}**" if case.label else "not labelled yet"
 suggestion = f" · model suggests {case.predicted} ({case.probability:.0%})" if case.predicted else ""
 st.caption(f"{state['label_pos'] + 1} of {len(queue)} · current label: {status}{suggestion}")

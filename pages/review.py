@@ -104,7 +104,7 @@ with _ui.session() as session:
 if flash := state.pop("review_flash", None):
     st.toast(flash)
 
-st.subheader(f"Case {case.key}")
+st.subheader(f"Case {case.case_key}")
 st.caption(
     f"{state['review_pos'] + 1} of {len(items)} · score {item.score:.3f} · current label: {case.label or 'none'}"
 )
@@ -130,7 +130,7 @@ with views[2]:
         )
     if neighbours:
         st.caption(
-            "Nearest labelled cases: " + ", ".join(f"{key} ({label}, {sim:.2f})" for _, key, label, sim in neighbours)
+            "Nearest labelled cases: " + ", ".join(f"{n.case_key} ({n.label}, {n.similarity:.2f})" for n in neighbours)
         )
 
 buttons = st.columns(len(classes) + 2)

@@ -96,7 +96,7 @@ def test_case_view_shows_images_label_note_and_history_newest_first(db, settings
         session.flush()
         annotate(session, project[0], "polyp", source="manual", user_id=user.id, note="raised edge")
         view = case_view(session, ImageStore(settings), project[0])
-    assert view.id == project[0] and view.key == "case00"
+    assert view.id == project[0] and view.case_key == "case00"
     assert view.wli.is_file() and view.nbi.is_file() and view.wli != view.nbi
     assert view.nbi_computed  # only WLI was imported, so NBI is the computed view
     assert view.label == "polyp" and view.note == "raised edge"

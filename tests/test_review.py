@@ -284,23 +284,23 @@ def test_nearest_labelled_are_labelled_cases_by_cosine_similarity(db, cases, mod
     vectors = _embeddings(db, model)
     with db.session() as session:
         found = nearest_labelled(session, cases[6], k=3)
-    assert [case_id for case_id, *_ in found] == _by_cosine(vectors, cases[6], cases[:4])[:3]
+    assert [n.case_id for n in found] == _by_cosine(vectors, cases[6], cases[:4])[:3]
     labels = dict(zip(cases[:4], ["normal", "polyp", "ulcer", "normal"], strict=True))
-    for case_id, key, label, similarity in found:
-        assert key == f"case{cases.index(case_id):02d}" and label == labels[case_id]
-        expected = vectors[case_id] @ vectors[cases[6]]
-        expected /= np.linalg.norm(vectors[case_id]) * np.linalg.norm(vectors[cases[6]])
-        assert similarity == pytest.approx(expected, abs=1e-5)
-    assert [s for *_, s in found] == sorted((s for *_, s in found), reverse=True)
+    for n in found:
+        assert n.case_key == f"case{cases.index(n.case_id):02d}" and n.label == labels[n.case_id]
+        expected = vectors[n.case_id] @ vectors[cases[6]]
+        expected /= np.linalg.norm(vectors[n.case_id]) * np.linalg.norm(vectors[cases[6]])
+        assert n.similarity == pytest.approx(expected, abs=1e-5)
+    assert [n.similarity for n in found] == sorted((n.similarity for n in found), reverse=True)
 
 
 def test_nearest_labelled_leaves_out_the_case_itself_and_cleared_cases(db, cases, model):
     vectors = _embeddings(db, model)
     with db.session() as session:
         found = nearest_labelled(session, cases[0], k=10)
-        assert [case_id for case_id, *_ in found] == _by_cosine(vectors, cases[0], cases[1:4])
+        assert [n.case_id for n in found] == _by_cosine(vectors, cases[0], cases[1:4])
         undo(session, cases[3])  # clears its only label
-        assert cases[3] not in [case_id for case_id, *_ in nearest_labelled(session, cases[0], k=10)]
+        assert cases[3] not in [n.case_id for n in nearest_labelled(session, cases[0], k=10)]
 
 
 def test_nearest_labelled_without_a_model_is_empty(db, cases):
@@ -312,7 +312,7 @@ def test_nearest_labelled_shows_each_neighbours_current_label(db, cases, model):
     with db.session() as session:
         annotate(session, cases[0], "ulcer", source="manual")  # relabelled
         annotate(session, cases[7], "polyp", source="manual")  # newly labelled
-        found = {case_id: label for case_id, _, label, _ in nearest_labelled(session, cases[6], k=10)}
+        found = {n.case_id: n.label for n in nearest_labelled(session, cases[6], k=10)}
     assert found == {cases[0]: "ulcer", cases[1]: "polyp", cases[2]: "ulcer", cases[3]: "normal", cases[7]: "polyp"}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +23,7 @@ from mics_core.db import Database
 from mics_core.db.models import Case, Image, ImportBatch
 from mics_core.imaging import BadImageError, CheckedImage, check_image, encode_png, make_thumbnail, pseudo_nbi
 from mics_core.ingest.archive import unpacked_zip
-from mics_core.ingest.sources import CaseSpec, Problem, check_case_id, discover, read_csv_text
+from mics_core.ingest.sources import CaseSpec, Problem, check_case_key, discover, read_csv_text
 from mics_core.labels import add_classes, annotate, class_ids, class_names, current_labels
 from mics_core.store import ImageStore
 
@@ -46,7 +46,7 @@ class ImportReport:
         return bool(self.imported or self.unchanged)
 
     def problems_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([p.__dict__ for p in self.problems], columns=["case_id", "file", "reason"])
+        return pd.DataFrame([p.as_row() for p in self.problems], columns=["case_id", "file", "reason"])
 
     def summary(self) -> str:
         parts = [f"{len(self.imported)} new case(s) imported"]
@@ -83,7 +83,7 @@ def read_labels_csv(path: Path) -> tuple[dict[str, str], list[Problem]]:
     labels: dict[str, str] = {}
     problems = []
     for number, row in enumerate(frame.to_dict("records"), start=2):
-        reason = check_case_id(row["case_id"]) or (None if row["label"] else "the label is empty")
+        reason = check_case_key(row["case_id"]) or (None if row["label"] else "the label is empty")
         if reason is None and row["case_id"] in labels:
             reason = "the case id appears more than once in the labels file"
         if reason:
@@ -118,8 +118,8 @@ def import_source(
         specs, problems = discover(root)
         report.problems += problems
         if not use_labels:
-            specs = [CaseSpec(s.case_id, s.wli, s.nbi, None, s.split) for s in specs]
-        specs = [_with_label(s, extra_labels.pop(s.case_id, None)) for s in specs]
+            specs = [replace(s, label=None) for s in specs]
+        specs = [_with_label(s, extra_labels.pop(s.case_key, None)) for s in specs]
         with db.session() as session:
             classes = _class_list(session, specs, report)
             ready = _check_cases(session, specs, classes, settings, report)
@@ -129,7 +129,7 @@ def import_source(
 
 
 def _with_label(spec: CaseSpec, label: str | None) -> CaseSpec:
-    return spec if label is None else CaseSpec(spec.case_id, spec.wli, spec.nbi, label, spec.split)
+    return spec if label is None else replace(spec, label=label)
 
 
 def _class_list(session: Session, specs: list[CaseSpec], report: ImportReport) -> set[str]:
@@ -148,7 +148,7 @@ def _check_cases(
     session: Session, specs: list[CaseSpec], classes: set[str], settings: Settings, report: ImportReport
 ) -> list[_Ready]:
     existing = {
-        c.case_key: c for c in session.scalars(select(Case).where(Case.case_key.in_([s.case_id for s in specs])))
+        c.case_key: c for c in session.scalars(select(Case).where(Case.case_key.in_([s.case_key for s in specs])))
     }
     known_hashes = _case_of_hash(session)
     ready: list[_Ready] = []
@@ -156,7 +156,7 @@ def _check_cases(
         if spec.label and spec.label not in classes:
             report.problems.append(
                 Problem(
-                    spec.case_id, "", f"unknown class {spec.label!r} (the classes are: {', '.join(sorted(classes))})"
+                    spec.case_key, "", f"unknown class {spec.label!r} (the classes are: {', '.join(sorted(classes))})"
                 )
             )
             continue
@@ -164,22 +164,22 @@ def _check_cases(
             wli = _load(spec.wli, settings)
             nbi = _load(spec.nbi, settings) if spec.nbi else None
         except _CaseFileError as err:
-            report.problems.append(Problem(spec.case_id, err.file, err.reason))
+            report.problems.append(Problem(spec.case_key, err.file, err.reason))
             continue
-        if spec.case_id in existing:
-            _compare_existing(existing[spec.case_id], wli, nbi, spec, report)
+        if spec.case_key in existing:
+            _compare_existing(existing[spec.case_key], wli, nbi, spec, report)
             continue
         duplicate = next((known_hashes[img.sha256] for img in (wli, nbi) if img and img.sha256 in known_hashes), None)
         if duplicate is None and nbi and nbi.sha256 == wli.sha256:
-            duplicate = spec.case_id
+            duplicate = spec.case_key
         if duplicate is not None:
             report.problems.append(
-                Problem(spec.case_id, spec.wli.name, f"the same image file is already case {duplicate!r}")
+                Problem(spec.case_key, spec.wli.name, f"the same image file is already case {duplicate!r}")
             )
             continue
         for img in (wli, nbi):
             if img:
-                known_hashes[img.sha256] = spec.case_id
+                known_hashes[img.sha256] = spec.case_key
         ready.append(_Ready(spec, wli, nbi))
     return ready
 
@@ -199,7 +199,7 @@ def _load(path: Path, settings: Settings) -> CheckedImage:
 
 
 def _case_of_hash(session: Session) -> dict[str, str]:
-    """`{sha256: case id}` for every image already in a case."""
+    """`{sha256: case key}` for every image already in a case."""
     rows = session.execute(
         select(Image.sha256, Case.case_key).join(
             Case, (Case.wli_image_id == Image.id) | (Case.nbi_image_id == Image.id)
@@ -216,10 +216,10 @@ def _compare_existing(
         nbi is not None and case.nbi is not None and case.nbi.sha256 == nbi.sha256
     )
     if same_wli and same_nbi:
-        report.unchanged.append(spec.case_id)
+        report.unchanged.append(spec.case_key)
     else:
         report.problems.append(
-            Problem(spec.case_id, spec.wli.name, "a case with this id already exists with different images")
+            Problem(spec.case_key, spec.wli.name, "a case with this id already exists with different images")
         )
 
 
@@ -266,7 +266,7 @@ def _write(
                 store, settings, computed, "nbi", f"computed from {item.spec.wli.name}", computed=True
             )
         case = Case(
-            case_key=item.spec.case_id,
+            case_key=item.spec.case_key,
             wli=wli,
             nbi=nbi,
             source=report.source[:2000],
@@ -278,10 +278,10 @@ def _write(
         if item.spec.label:
             annotate(session, case.id, item.spec.label, source="import", user_id=user_id)
             report.labels_added += 1
-        report.imported.append(item.spec.case_id)
+        report.imported.append(item.spec.case_key)
     batch.n_imported = len(report.imported)
     batch.n_skipped = len(report.problems)
-    batch.report = {"problems": [p.__dict__ for p in report.problems], "notes": report.notes}
+    batch.report = {"problems": [p.as_row() for p in report.problems], "notes": report.notes}
     report.batch_id = batch.id
 
 
@@ -294,7 +294,7 @@ def _label_existing(
     user_id: int | None,
 ) -> None:
     """Labels for cases already in the database: recorded only where the case has none."""
-    wanted = {s.case_id: s.label for s in specs if s.label and s.case_id in report.unchanged}
+    wanted = {s.case_key: s.label for s in specs if s.label and s.case_key in report.unchanged}
     wanted.update(extra_labels)
     if not wanted:
         return

@@ -22,7 +22,7 @@ MANIFEST_COLUMNS = ("case_id", "wli_path", "nbi_path", "label", "split")
 REQUIRED_MANIFEST_COLUMNS = ("case_id", "wli_path")
 IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-MAX_CASE_ID = 200
+MAX_CASE_KEY = 200
 
 
 class SourceError(RequestRefused):
@@ -31,7 +31,9 @@ class SourceError(RequestRefused):
 
 @dataclass(frozen=True)
 class CaseSpec:
-    case_id: str
+    """One case found in a source; `case_key` is its identity (the manifest's `case_id` column)."""
+
+    case_key: str
     wli: Path | None
     nbi: Path | None
     label: str | None = None
@@ -40,9 +42,15 @@ class CaseSpec:
 
 @dataclass(frozen=True)
 class Problem:
-    case_id: str
+    """One skipped item: the case it concerns (empty when unknown), the file or line, and why."""
+
+    case_key: str
     file: str
     reason: str
+
+    def as_row(self) -> dict[str, str]:
+        """The report row, under the column names of the report CSV users already have."""
+        return {"case_id": self.case_key, "file": self.file, "reason": self.reason}
 
 
 def discover(root: Path) -> tuple[list[CaseSpec], list[Problem]]:
@@ -84,14 +92,14 @@ def _ignored(path: Path) -> bool:
     return path.name.startswith(".") or path.name in IGNORED_NAMES
 
 
-def check_case_id(raw: str) -> str | None:
-    """The reason a case id is unusable, or None."""
+def check_case_key(raw: str) -> str | None:
+    """The reason a case key is unusable, or None (the message says "case id": the column's name)."""
     if not raw:
         return "the case id is empty"
     if _CONTROL.search(raw):
         return "the case id contains control characters"
-    if len(raw) > MAX_CASE_ID:
-        return f"the case id is longer than {MAX_CASE_ID} characters"
+    if len(raw) > MAX_CASE_KEY:
+        return f"the case id is longer than {MAX_CASE_KEY} characters"
     return None
 
 
@@ -121,10 +129,10 @@ def read_manifest(csv_path: Path) -> tuple[list[CaseSpec], list[Problem]]:
     problems: list[Problem] = []
     seen: set[str] = set()
     for number, row in enumerate(frame.to_dict("records"), start=2):
-        case_id = row["case_id"]
+        case_key = row["case_id"]
         where = f"{csv_path.name} line {number}"
-        reason = check_case_id(case_id)
-        if reason is None and case_id in seen:
+        reason = check_case_key(case_key)
+        if reason is None and case_key in seen:
             reason = "the case id appears more than once in the manifest"
         wli, nbi = row["wli_path"], row.get("nbi_path", "")
         if reason is None and not wli:
@@ -138,10 +146,10 @@ def read_manifest(csv_path: Path) -> tuple[list[CaseSpec], list[Problem]]:
             reason = reason or path_reason
             paths.append(resolved)
         if reason:
-            problems.append(Problem(case_id, where, reason))
+            problems.append(Problem(case_key, where, reason))
             continue
-        seen.add(case_id)
-        specs.append(CaseSpec(case_id, paths[0], paths[1], row.get("label") or None, split))
+        seen.add(case_key)
+        specs.append(CaseSpec(case_key, paths[0], paths[1], row.get("label") or None, split))
     return specs, problems
 
 
@@ -184,7 +192,7 @@ def _index_by_key(root: Path, class_of, problems: list[Problem]) -> dict[str, tu
         if len(entries) > 1:
             names = ", ".join(str(p.relative_to(root.parent)) for p, _ in entries)
             problems.append(Problem(key, names, "several files with the same name; rename all but one"))
-        elif reason := check_case_id(key):
+        elif reason := check_case_key(key):
             problems.append(Problem(key, str(entries[0][0].relative_to(root.parent)), reason))
         else:
             index[key] = entries[0]
@@ -222,6 +230,6 @@ def _pair_authors_layout(children: dict[str, Path]) -> tuple[list[CaseSpec], lis
         label = folder.name[:-4]
         nbi_folder = children.get(f"{name[:-4]}_nbi")
         found, lost = _pair_folders(folder, nbi_folder, class_of=lambda _root, _path: None)
-        specs += [CaseSpec(f"{label}/{s.case_id}", s.wli, s.nbi, label) for s in found]
-        problems += [Problem(f"{label}/{p.case_id}", p.file, p.reason) for p in lost]
+        specs += [CaseSpec(f"{label}/{s.case_key}", s.wli, s.nbi, label) for s in found]
+        problems += [Problem(f"{label}/{p.case_key}", p.file, p.reason) for p in lost]
     return specs, problems

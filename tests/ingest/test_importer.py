@@ -33,7 +33,7 @@ def _labels(db) -> dict[str, str]:
 
 
 def _reasons(report) -> dict[str, str]:
-    return {p.case_id or p.file: p.reason for p in report.problems}
+    return {p.case_key or p.file: p.reason for p in report.problems}
 
 
 def make_manifest(root: Path, rows: list[str], header: str = "case_id,wli_path,nbi_path,label,split") -> Path:
@@ -399,3 +399,12 @@ def test_a_crash_mid_import_leaves_no_half_imported_case(manifest_dir, db, setti
             assert session.scalar(sa.select(sa.func.count()).select_from(table)) == 0
     monkeypatch.setattr(importer, "annotate", real)
     assert len(import_source(manifest_dir / "manifest.csv", db, settings).imported) == 3
+
+
+def test_the_report_table_keeps_the_case_id_column_users_know(tmp_path, db, settings):
+    report = import_source(_bad_source(tmp_path, "empty.jpg", b""), db, settings)
+    frame = report.problems_frame()
+    assert list(frame.columns) == ["case_id", "file", "reason"] and list(frame["case_id"]) == ["bad"]
+    with db.session() as session:
+        stored = session.scalar(sa.select(ImportBatch.report))
+    assert stored["problems"] == [{"case_id": "bad", "file": "empty.jpg", "reason": "the file is empty"}]
