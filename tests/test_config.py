@@ -39,3 +39,25 @@ def test_the_preset_is_chosen_by_MICS_PRESET_and_overridden_by_MICS_variables(mo
 def test_an_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="unknown preset"):
         TrainSettings.preset("tpu")
+
+
+def test_settings_are_stored_whole_and_read_back_equal():
+    settings = TrainSettings.preset("gpu").replace(seed=3, refit=False, baseline_steps=7)
+    stored = settings.to_dict()
+    assert set(stored) >= {"pretrain", "finetune", "baseline", "seed", "device"}
+    assert TrainSettings.from_dict(stored) == settings
+
+
+def test_flat_names_address_a_stage_by_prefix_or_by_a_field_only_one_stage_has():
+    settings = TrainSettings().replace(pretrain_epochs=3, finetune_epochs=4, baseline_steps=5, backbone="resnet18")
+    assert (settings.pretrain.epochs, settings.finetune.epochs, settings.baseline.steps) == (3, 4, 5)
+    assert settings.pretrain.backbone == "resnet18"
+    with pytest.raises(ValueError, match="unknown training setting 'epochs'"):
+        TrainSettings().replace(epochs=3)  # every stage has one: ambiguous
+
+
+def test_settings_of_a_version_saved_before_the_split_are_read_by_their_flat_names():
+    old = {"backbone": "resnet18", "pretrain_epochs": 5, "finetune_lr": 0.01, "baseline_steps": 9, "gone": 1}
+    settings = TrainSettings.from_dict(old)
+    assert (settings.pretrain.backbone, settings.pretrain.epochs) == ("resnet18", 5)
+    assert (settings.finetune.lr, settings.baseline.steps) == (0.01, 9)
