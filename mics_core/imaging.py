@@ -85,16 +85,22 @@ def pseudo_nbi(rgb: Image.Image) -> Image.Image:
     return stretched.filter(ImageFilter.UnsharpMask(radius=3, percent=120, threshold=2))
 
 
-def encode_png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+def computed_view(wli: Image.Image) -> CheckedImage:
+    """The pseudo-NBI view of a checked WLI image, ready to store: encoded to PNG and hashed
+    once, never decoded again (we made the pixels, so there is nothing to check)."""
+    view = pseudo_nbi(wli)
+    data = _encode(view, "PNG")
+    return CheckedImage(data, hashlib.sha256(data).hexdigest(), "PNG", view.width, view.height, view)
 
 
 def make_thumbnail(image: Image.Image, size: int) -> bytes:
     """A JPEG at most `size` pixels on its longer side, for lists and the review queue."""
     thumb = image.copy()
     thumb.thumbnail((size, size))
+    return _encode(thumb, "JPEG", quality=85)
+
+
+def _encode(image: Image.Image, format: str, **options: object) -> bytes:
     buffer = io.BytesIO()
-    thumb.save(buffer, format="JPEG", quality=85)
+    image.save(buffer, format=format, **options)
     return buffer.getvalue()

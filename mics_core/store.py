@@ -43,9 +43,12 @@ class ImageStore:
         self.data_root = Path(settings.data_root)
         self.root = Path(settings.store_root)
 
-    def put(self, data: bytes, kind: str, suffix: str) -> tuple[str, str]:
-        """Store `data` under `kind/` ("images" or "thumbs"); return (sha256, relative path)."""
-        digest = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes, kind: str, suffix: str, sha256: str | None = None) -> tuple[str, str]:
+        """Store `data` under `kind/` ("images" or "thumbs"); return (sha256, relative path).
+
+        `sha256` is the digest of `data` when the caller has it already (the importer hashed
+        each file to find duplicates), so a file is hashed once."""
+        digest = sha256 or hashlib.sha256(data).hexdigest()
         target = self.root / kind / digest[:2] / f"{digest}{suffix}"
         rel = target.relative_to(self.data_root).as_posix()
         if not target.exists():

@@ -50,3 +50,17 @@ def test_extension_is_checked_first():
 def test_thumbnail_keeps_aspect_ratio():
     thumb = Image.open(__import__("io").BytesIO(make_thumbnail(Image.new("RGB", (400, 200)), 100)))
     assert thumb.size == (100, 50) and thumb.format == "JPEG"
+
+
+def test_the_computed_view_is_the_pseudo_nbi_image_encoded_once_as_png():
+    import hashlib
+    import io
+
+    from mics_core.imaging import computed_view
+
+    wli = Image.fromarray(np.random.default_rng(1).integers(0, 255, (12, 10, 3), dtype=np.uint8))
+    view = computed_view(wli)
+    assert (view.format, view.width, view.height) == ("PNG", 10, 12)
+    assert view.sha256 == hashlib.sha256(view.data).hexdigest()
+    decoded = np.asarray(Image.open(io.BytesIO(view.data)))
+    assert (decoded == np.asarray(pseudo_nbi(wli))).all() and (decoded == np.asarray(view.rgb)).all()

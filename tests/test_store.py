@@ -39,3 +39,9 @@ def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, broken)
     assert target.read_bytes() == b"v1" and list(target.parent.iterdir()) == [target]
+
+
+def test_put_takes_a_digest_the_caller_already_has(tmp_path):
+    store = ImageStore(Settings(data_root=tmp_path))
+    digest = hashlib.sha256(b"abc").hexdigest()
+    assert store.put(b"abc", "images", ".png", sha256=digest) == store.put(b"abc", "images", ".png")

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from mics_core.config import Settings
 from mics_core.db import Database
 from mics_core.db.models import Case, Image, ImportBatch
-from mics_core.imaging import BadImageError, CheckedImage, check_image, encode_png, make_thumbnail, pseudo_nbi
+from mics_core.imaging import BadImageError, CheckedImage, check_image, computed_view, make_thumbnail
 from mics_core.ingest.archive import unpacked_zip
 from mics_core.ingest.sources import CaseSpec, Problem, check_case_key, discover, read_csv_text
 from mics_core.labels import add_classes, annotate, class_ids, class_names, current_labels
@@ -227,7 +227,7 @@ def _store_image(
     store: ImageStore, settings: Settings, img: CheckedImage, modality: str, name: str, computed: bool
 ) -> Image:
     suffix = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "BMP": ".bmp"}[img.format]
-    digest, rel = store.put(img.data, "images", suffix)
+    digest, rel = store.put(img.data, "images", suffix, sha256=img.sha256)
     _, thumb = store.put(make_thumbnail(img.rgb, settings.thumbnail_size), "thumbs", ".jpg")
     return Image(
         sha256=digest,
@@ -261,7 +261,7 @@ def _write(
         if item.nbi is not None:
             nbi = _store_image(store, settings, item.nbi, "nbi", item.spec.nbi.name, computed=False)
         else:
-            computed = check_image(encode_png(pseudo_nbi(item.wli.rgb)), "computed.png", settings.max_image_pixels)
+            computed = computed_view(item.wli.rgb)
             nbi = session.scalar(select(Image).where(Image.sha256 == computed.sha256)) or _store_image(
                 store, settings, computed, "nbi", f"computed from {item.spec.wli.name}", computed=True
             )

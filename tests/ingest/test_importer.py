@@ -408,3 +408,25 @@ def test_the_report_table_keeps_the_case_id_column_users_know(tmp_path, db, sett
     with db.session() as session:
         stored = session.scalar(sa.select(ImportBatch.report))
     assert stored["problems"] == [{"case_id": "bad", "file": "empty.jpg", "reason": "the file is empty"}]
+
+
+def test_each_file_is_hashed_once_and_the_computed_view_is_never_decoded(tmp_path, db, settings, monkeypatch):
+    import hashlib
+
+    for i in range(2):
+        write_image(tmp_path / "src" / "WLI" / f"w{i}.png", i)  # no NBI: the view is computed
+    hashed, checked, real_sha256, real_check = [], [], hashlib.sha256, importer.check_image
+
+    def counting_sha256(data=b"", *args, **kwargs):
+        hashed.append(bytes(data))
+        return real_sha256(data, *args, **kwargs)
+
+    def counting_check(data, name, max_pixels):
+        checked.append(name)
+        return real_check(data, name, max_pixels)
+
+    monkeypatch.setattr(hashlib, "sha256", counting_sha256)
+    monkeypatch.setattr(importer, "check_image", counting_check)
+    assert len(import_source(tmp_path / "src", db, settings).imported) == 2
+    assert sorted(checked) == ["w0.png", "w1.png"]  # the source files only
+    assert len(hashed) == len(set(hashed)) == 8  # 2 WLI + 2 computed NBI + 4 thumbnails, each once
