@@ -8,6 +8,9 @@ those runs skip with the reason, unless MICS_REQUIRE_POSTGRES=1 (CI), where they
 from __future__ import annotations
 
 import os
+import socket
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +169,33 @@ def add_model(db: Database, probs: list[list[float]], uncertainty: list[float], 
             )
         activate(session, version.id)
         return version.id
+
+
+def add_user(session, username: str, role: str = "annotator"):
+    """An account row without a password (it cannot sign in), for tests of who labelled what."""
+    from mics_core.db.models import User
+
+    user = User(username=username, role=role)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(url: str, timeout: float = 60) -> None:
+    """Until the Streamlit server at `url` answers its health check."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                assert response.read() == b"ok"
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the Streamlit server did not come up within {timeout:.0f} s") from None
+            time.sleep(0.5)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 from mics_core.browse import BrowseError, batches, case_order, case_table, case_view
-from mics_core.db.models import User
 from mics_core.ingest.importer import import_source
 from mics_core.labels import annotate, undo
 from mics_core.store import ImageStore
-from tests.conftest import add_model, make_project, write_image
+from tests.conftest import add_model, add_user, make_project, write_image
 
 
 @pytest.fixture
@@ -91,9 +90,7 @@ def test_unknown_order_is_refused(db, project):
 
 def test_case_view_shows_images_label_note_and_history_newest_first(db, settings, project):
     with db.session() as session:
-        user = User(username="dr_lee", role="annotator")
-        session.add(user)
-        session.flush()
+        user = add_user(session, "dr_lee")
         annotate(session, project[0], "polyp", source="manual", user_id=user.id, note="raised edge")
         view = case_view(session, ImageStore(settings), project[0])
     assert view.id == project[0] and view.case_key == "case00"

@@ -7,7 +7,7 @@ import pytest
 from mics_core.cases import CURRENT, LABEL, PREDICTED, case_query
 from mics_core.db.models import Case, Prediction, User
 from mics_core.labels import annotate, undo
-from tests.conftest import add_model, make_project
+from tests.conftest import add_model, add_user, make_project
 
 
 @pytest.fixture
@@ -16,9 +16,7 @@ def project(db, settings, tmp_path) -> list[int]:
     case 1's label undone (cleared)."""
     ids = make_project(db, settings, tmp_path, cases=5, labelled=3)
     with db.session() as session:
-        user = User(username="dr_lee", role="annotator")
-        session.add(user)
-        session.flush()
+        user = add_user(session, "dr_lee")
         annotate(session, ids[0], "ulcer", source="manual", user_id=user.id)
         undo(session, ids[1])
     return ids

@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from mics_core.browse import case_table
-from mics_core.db.models import Case, ModelKind, ModelVersion, Prediction, User
+from mics_core.db.models import Case, ModelKind, ModelVersion, Prediction
 from mics_core.export import cases_frame, export_csv, filter_frame, history_frame, neutralise, to_csv_bytes
 from mics_core.ingest.importer import import_source
 from mics_core.labels import annotate, class_ids, undo
-from tests.conftest import write_image
+from tests.conftest import add_user, write_image
 from tests.ingest.test_importer import make_manifest
 
 
@@ -44,9 +44,7 @@ def test_plain_cells_and_numbers_are_untouched():
 def test_export_one_row_per_case_with_current_label(imported, tmp_path):
     with imported.session() as session:
         case_a = session.scalar(sa.select(Case.id).where(Case.case_key == "a"))
-        user = User(username="dr_lee", role="annotator")
-        session.add(user)
-        session.flush()
+        user = add_user(session, "dr_lee")
         annotate(session, case_a, "normal", source="manual", user_id=user.id)
         rows = export_csv(session, tmp_path / "out.csv")
     frame = _read((tmp_path / "out.csv").read_bytes()).set_index("case_id")
@@ -139,9 +137,7 @@ def dated(imported):
     rows (no user, today) stay in the history."""
     with imported.session() as session:
         cases = dict(session.execute(sa.select(Case.case_key, Case.id)).all())
-        lee, kim = User(username="dr_lee", role="annotator"), User(username="dr_kim", role="reviewer")
-        session.add_all([lee, kim])
-        session.flush()
+        lee, kim = add_user(session, "dr_lee"), add_user(session, "dr_kim", "reviewer")
         for key, label, user, at in [
             ("a", "normal", lee, datetime(2024, 3, 1, 23, 59, tzinfo=UTC)),
             ("=HYPERLINK(1)", "polyp", kim, datetime(2024, 3, 3, 0, 0, tzinfo=UTC)),

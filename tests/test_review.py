@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from mics_core.cli import main
-from mics_core.db.models import Prediction, User
+from mics_core.db.models import Prediction
 from mics_core.labels import annotate, undo
 from mics_core.review import (
     STRATEGIES,
@@ -21,7 +21,7 @@ from mics_core.review import (
     record_review,
 )
 from mics_core.store import ImageStore
-from tests.conftest import add_model, make_project
+from tests.conftest import add_model, add_user, make_project
 
 # Eight cases; the first four are labelled normal, polyp, ulcer, normal (make_project's round-robin).
 # Class indices: 0 normal, 1 polyp, 2 ulcer.
@@ -197,9 +197,7 @@ def test_filters_combine(db, cases, model):
 @pytest.fixture
 def reviewer(db) -> int:
     with db.session() as session:
-        user = User(username="dr_kim", role="reviewer")
-        session.add(user)
-        session.flush()
+        user = add_user(session, "dr_kim", "reviewer")
         return user.id
 
 

@@ -12,17 +12,16 @@ import contextlib
 import io
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from tests.conftest import free_port, wait_until_serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,15 +30,9 @@ DEMO_PAIRS = 40
 LABELLED = 20
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port = _free_port()
+    port = free_port()
     data = tmp_path / "data"
     env = {
         **os.environ,
@@ -58,15 +51,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("the Streamlit server did not come up within 60 s") from None
-                time.sleep(0.5)
+        wait_until_serving(url)
         yield url, data
     finally:
         process.terminate()

@@ -75,6 +75,22 @@ def _wait(predicate, timeout: float = 240, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _long_job_under_way(settings: Settings, db) -> tuple[int, subprocess.Popen]:
+    """A retrain long enough to act on while it runs, and the worker running it, once it made progress."""
+    with db.session() as s:
+        job_id = enqueue(s, "retrain", {"pretrain_epochs": 200}).id
+    worker = _worker(settings)
+    _wait(lambda: _job(db, job_id).step > 0, what="the job to make progress")
+    return job_id, worker
+
+
+def _stop(*workers: subprocess.Popen) -> None:
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.wait(timeout=60)
+
+
 def test_retrain_chain_registers_an_active_version_with_predictions(project):
     settings, db = project
     with db.session() as s:
@@ -119,17 +135,13 @@ def test_second_retrain_reuses_the_encoders_and_rollback_restores_the_first(proj
 
 def test_cancel_mid_run_leaves_the_active_model_untouched(project):
     settings, db = project
-    with db.session() as s:
-        job_id = enqueue(s, "retrain", {"pretrain_epochs": 200}).id
-    worker = _worker(settings)
+    job_id, worker = _long_job_under_way(settings, db)
     try:
-        _wait(lambda: _job(db, job_id).step > 0, what="the job to make progress")
         with db.session() as s:
             cancel(s, job_id)
         _wait(lambda: _job(db, job_id).status == "cancelled", what="the job to stop")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=60)
+        _stop(worker)
     with db.session() as s:
         assert active_version(s) is None
         assert s.scalar(sa.select(sa.func.count()).select_from(ModelVersion)) == 0
@@ -137,10 +149,7 @@ def test_cancel_mid_run_leaves_the_active_model_untouched(project):
 
 def test_kill_9_then_recovery_by_another_worker(project):
     settings, db = project
-    with db.session() as s:
-        job_id = enqueue(s, "retrain", {"pretrain_epochs": 200}).id
-    victim = _worker(settings)
-    _wait(lambda: _job(db, job_id).step > 0, what="the job to start")
+    job_id, victim = _long_job_under_way(settings, db)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(timeout=30)
     with db.session() as s:  # the rescue gets a normal-length retrain
@@ -163,9 +172,7 @@ def test_two_workers_on_postgres_never_run_the_same_job(project):
     try:
         _wait(lambda: all(_job(db, i).status == "succeeded" for i in ids), timeout=600, what="all jobs")
     finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-            w.wait(timeout=60)
+        _stop(*workers)
     jobs = [_job(db, i) for i in ids]
     assert all(job.attempts == 1 for job in jobs)
     assert len({job.model_version_id for job in jobs}) == 3
