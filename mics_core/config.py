@@ -92,7 +92,9 @@ class PretrainSettings:
     # mobilenetv3_small_100, faster per step, never learnt the cross-modal losses and lost 9-26 points.
     backbone: str = "resnet10t"
     image_size: int = 64
-    weights: str | None = None  # a local timm-compatible weights file; nothing is downloaded
+    # None: random init; "imagenet": the ImageNet weights a pinned package ships (model.weights);
+    # or a local timm-compatible weights file. Nothing is downloaded.
+    weights: str | None = None
     # 40 epochs of 600 pairs take about 11 minutes on 2 cores.
     epochs: int = 40
     batch: int = 32

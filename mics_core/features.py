@@ -32,9 +32,11 @@ def encoder_fingerprint(state: dict[str, torch.Tensor], settings: TrainSettings)
 
 
 def build_encoders(state: dict[str, torch.Tensor] | None, settings: TrainSettings) -> nn.ModuleDict:
-    """The WLI and NBI encoders with `state` loaded (random init when None), in eval mode."""
+    """The WLI and NBI encoders with `state` loaded (their initial weights when None: random or
+    `settings.pretrain.weights`), in eval mode."""
     part = settings.pretrain
-    encoders = nn.ModuleDict({m: create_encoder(part.backbone, part.image_size) for m in MODALITIES})
+    initial = part.weights if state is None else None
+    encoders = nn.ModuleDict({m: create_encoder(part.backbone, part.image_size, initial) for m in MODALITIES})
     if state is not None:
         encoders.load_state_dict(state)
     return encoders.eval()

@@ -20,17 +20,19 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from sklearn.linear_model import LogisticRegression
 
 from mics_core.config import TrainSettings, pretraining_key
 from mics_core.data import PairRecord, load_pairs, records_from_manifest
 from mics_core.devices import resolve_device
 from mics_core.evaluation.baselines import FixMatch, Supervised, predict_images, train_baseline
+from mics_core.features import record_tokens
 from mics_core.metrics import evaluate
 from mics_core.predict import predict
 from mics_core.progress import Reporter
-from mics_core.train import pretrain_encoders, train_mics
+from mics_core.train import initial_encoders, pretrain_encoders, train_mics
 
-METHODS = ("supervised", "fixmatch_wli", "mics_no_pretrain", "mics_no_shift", "mics")
+METHODS = ("imagenet_probe", "supervised", "fixmatch_wli", "mics_no_pretrain", "mics_no_shift", "mics")
 REPORTED = ("accuracy", "macro_f1", "auc", "ece", "aurc", "seconds")
 PRETRAINED = {"mics", "mics_no_shift"}
 
@@ -151,7 +153,25 @@ def _mics(split: Split, settings: TrainSettings, pretrained: bool) -> tuple[np.n
     return out["probs"], 1 - out["uncertainty"]
 
 
+IMAGENET_FEATURES = {"backbone": "tf_efficientnet_lite0", "image_size": 224, "weights": "imagenet"}
+
+
+def imagenet_probe(split: Split, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The strongest simple baseline: frozen ImageNet EfficientNet-Lite0 at 224 px, pooled WLI
+    features (L2-normalised), logistic regression (C = 10) on the labelled pool. It does not
+    depend on the MICS settings."""
+    frozen = TrainSettings().replace(**IMAGENET_FEATURES, seed=settings.seed, device=settings.device)
+    tokens = record_tokens(initial_encoders(frozen), frozen, split.records, split.cache["root"] / "features")
+    pooled = torch.nn.functional.normalize(tokens[:, 0].mean(1), dim=1).numpy()
+    labels = np.array([r.label for r in split.records])
+    probe = LogisticRegression(C=10, max_iter=5000).fit(pooled[split.labelled], labels[split.labelled])
+    probs = np.zeros((len(split.test), len(split.classes)))
+    probs[:, probe.classes_] = probe.predict_proba(pooled[split.test])
+    return probs, probs.max(1)
+
+
 METHOD_FUNCTIONS: dict[str, Method] = {
+    "imagenet_probe": imagenet_probe,
     "supervised": supervised,
     "fixmatch_wli": fixmatch_wli,
     "mics_no_pretrain": lambda split, s: _mics(split, s, pretrained=False),

@@ -15,6 +15,10 @@ import timm
 import torch
 from torch import nn
 
+from mics_core.model.weights import imagenet_state
+
+IMAGENET = "imagenet"  # `weights` naming the ImageNet weights that ship in a pinned package (model.weights)
+
 # The backbones the Train screen offers, and why (README, "Presets, chosen by measurement").
 # Any other timm name works too: its token layout is read off the built model, its input
 # normalisation from timm's pretrained_cfg for that model.
@@ -24,6 +28,7 @@ SUPPORTED: dict[str, str] = {
     "efficientnet_b0": "fast, but stayed at chance in the cross-modal check on 2 cores",
     "vit_tiny_patch16_224": "a small ViT (MAE-style masking), for a GPU",
     "vit_small_patch16_224": "GPU preset: the paper's ViT-S/16 at 224 px",
+    "tf_efficientnet_lite0": "ImageNet weights ship in a pinned package (weights: imagenet)",
 }
 
 
@@ -41,7 +46,11 @@ class Encoder(nn.Module):
         kwargs: dict[str, object] = {"num_classes": 0}
         if self.is_vit:
             kwargs["img_size"] = image_size
-        if weights is not None:
+        if weights == IMAGENET:
+            self.net = timm.create_model(name, pretrained=False, **kwargs)
+            state = {k: v for k, v in imagenet_state(name).items() if not k.startswith("classifier.")}
+            self.net.load_state_dict(state)
+        elif weights is not None:
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"weights file {weights} not found; give a local .safetensors/.pth file")
             self.net = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)

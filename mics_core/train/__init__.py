@@ -24,8 +24,8 @@ __all__ = [
     "MICSModel",
     "Pretrained",
     "Reporter",
+    "initial_encoders",
     "pretrain_encoders",
-    "random_encoders",
     "train_mics",
 ]
 
@@ -39,8 +39,9 @@ def pretrain_encoders(records: list[PairRecord], settings: TrainSettings, report
     return pretrain(load_pairs(records, settings.pretrain.image_size), settings, reporter)
 
 
-def random_encoders(settings: TrainSettings) -> dict[str, torch.Tensor]:
-    """Untrained encoders, seeded: what stage 2 stands on when stage 1 is switched off."""
+def initial_encoders(settings: TrainSettings) -> dict[str, torch.Tensor]:
+    """The encoders before stage 1 (random, seeded, or ImageNet with `weights`): what stage 2
+    stands on when stage 1 is switched off."""
     torch.manual_seed(settings.seed)
     return {k: v.contiguous() for k, v in build_encoders(None, settings).state_dict().items()}
 
@@ -61,7 +62,7 @@ def train_mics(
         if pretrain_first:
             encoder_state = pretrain_encoders(records, settings, reporter).state
         else:
-            encoder_state = random_encoders(settings)
+            encoder_state = initial_encoders(settings)
     tokens = record_tokens(encoder_state, settings, records, cache_root)
     tuned = finetune(tokens, np.array([r.label for r in records]), class_names, settings, reporter)
     info = {"finetune_seconds": tuned.seconds, "n_labelled": int(sum(r.label >= 0 for r in records))}
