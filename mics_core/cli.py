@@ -348,7 +348,7 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         held_out = f"{v.accuracy:.3f}" if pd.notna(v.accuracy) else "n/a"
         print(
             f"{'*' if v.active else ' '} {v.version:>4}  {v.created:%Y-%m-%d %H:%M}  labels {v.labels:>5}  "
-            f"held-out accuracy {held_out}  {v.backbone}"
+            f"held-out accuracy {held_out}  {v.backbone if pd.notna(v.backbone) else '-'}"
         )
     if table.empty:
         print("no model versions yet: run `python -m mics_core retrain`")

@@ -12,6 +12,7 @@ import pandas as pd
 from sqlalchemy import ScalarSelect, select, update
 from sqlalchemy.orm import Session
 
+from mics_core.config import TrainSettings
 from mics_core.db.models import ModelKind, ModelVersion
 from mics_core.errors import RequestRefused
 
@@ -68,6 +69,12 @@ def versions(session: Session) -> list[ModelVersion]:
     )
 
 
+def trained_with(version: ModelVersion) -> TrainSettings | None:
+    """The settings `version` was trained with, nested or (saved before the split by stage) flat;
+    None when it recorded none."""
+    return TrainSettings.from_dict(version.settings) if version.settings else None
+
+
 def version_table(rows: list[ModelVersion]) -> pd.DataFrame:
     """One row per version, in the order given: what the Train and Model quality screens and
     `models` on the command line show (each picks its columns); a metric a version lacks is NaN."""
@@ -80,7 +87,7 @@ def version_table(rows: list[ModelVersion]) -> pd.DataFrame:
                 "created": v.created_at,
                 "labels": v.n_labels,
                 **{column: v.metrics.get(key) for column, key in METRIC_COLUMNS.items()},
-                "backbone": v.settings.get("backbone"),
+                "backbone": settings.pretrain.backbone if (settings := trained_with(v)) else None,
             }
             for v in rows
         ],

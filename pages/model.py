@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from mics_core.metrics import held_out_report
-from mics_core.registry import version_table, versions
+from mics_core.registry import trained_with, version_table, versions
 from pages import _ui
 
 _ui.require("model")
@@ -69,7 +69,8 @@ with right:
     risk = px.line(report["risk_coverage"], x="coverage", y="risk", height=280, range_y=[0, 1])
     risk.update_layout(title=f"Risk against coverage (AURC {figure(version.metrics.get('aurc'))})")
     st.plotly_chart(risk, key="risk_coverage")
-refit = version.settings.get("refit", False)
+settings = trained_with(version)
+refit = settings is not None and settings.finetune.refit
 then = "; the version's model then trained again on every label, these included" if refit else ""
 st.caption(
     f"Held-out: {version.metrics.get('n')} labelled cases kept out of a first training to fit the temperature and "

@@ -63,3 +63,22 @@ def test_version_table_has_one_row_per_version_with_its_metrics(db):
 def test_version_table_of_no_versions_is_empty_with_its_columns():
     table = version_table([])
     assert table.empty and "accuracy" in table.columns
+
+
+def test_a_versions_settings_read_back_nested_or_flat_and_none_when_unrecorded(db):
+    from mics_core.config import TrainSettings
+    from mics_core.registry import trained_with
+
+    nested = TrainSettings().replace(backbone="resnet18", refit=False).to_dict()
+    ids = [
+        _add(db, ModelKind.MICS, settings=nested),
+        _add(db, ModelKind.MICS, settings={"backbone": "efficientnet_b0"}),  # saved before the split by stage
+        _add(db, ModelKind.MICS),
+    ]
+    with db.session() as session:
+        rows = versions(session)
+        assert [trained_with(v).pretrain.backbone for v in rows[:2]] == ["resnet18", "efficientnet_b0"]
+        assert trained_with(rows[0]).finetune.refit is False and trained_with(rows[2]) is None
+        assert version_table(rows)["backbone"].tolist()[:2] == ["resnet18", "efficientnet_b0"]
+        assert version_table(rows)["backbone"].isna().tolist() == [False, False, True]
+    assert [v.id for v in rows] == ids
