@@ -36,14 +36,17 @@ PROGRESS_SECONDS = 1.0
 
 
 class JobReporter(Reporter):
-    """Writes a job's progress (at most once a second) and turns a cancel request into `Cancelled`."""
+    """Writes a job's progress (at most once a second) and turns a cancel request into `Cancelled`.
+
+    Both happen in `on_step`, the callback every reporter derived from this one (`within`, for
+    one part of a phase) calls too."""
 
     def __init__(self, db: Database, job_id: int) -> None:
-        super().__init__()
+        super().__init__(on_step=self._write)
         self.db, self.job_id = db, job_id
         self.phase, self.phase_started, self.last_write = "", time.monotonic(), 0.0
 
-    def step(self, phase: str, step: int, total: int, losses: dict[str, float]) -> None:
+    def _write(self, phase: str, step: int, total: int, losses: dict[str, float]) -> None:
         now = time.monotonic()
         if phase != self.phase:
             self.phase, self.phase_started, self.last_write = phase, now, 0.0

@@ -16,7 +16,7 @@ from mics_core.config import Settings
 from mics_core.db.models import Job, ModelVersion, Prediction
 from mics_core.evaluation.demo import generate
 from mics_core.ingest.importer import import_source
-from mics_core.jobs.queue import cancel, enqueue, request_retrain
+from mics_core.jobs.queue import cancel, claim_next, enqueue, request_retrain
 from mics_core.registry import activate, active_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,6 +176,26 @@ def test_two_workers_on_postgres_never_run_the_same_job(project):
     jobs = [_job(db, i) for i in ids]
     assert all(job.attempts == 1 for job in jobs)
     assert len({job.model_version_id for job in jobs}) == 3
+
+
+def test_progress_of_part_of_a_phase_reaches_the_job_row_and_a_cancel_stops_it(settings, db):
+    """Fine-tuning reports each of its rounds through `within`: the row still gets the step
+    counted over the whole phase, and a cancel request still stops it."""
+    from mics_core.jobs.worker import JobReporter
+    from mics_core.train import Cancelled
+
+    with db.session() as s:
+        job_id = request_retrain(s).id
+        claim_next(s, "w1")
+    part = JobReporter(db, job_id).within(5, 10)
+    part.step("finetune", 5, 5, {"total": 0.5})
+    job = _job(db, job_id)
+    assert (job.phase, job.step, job.total, job.loss) == ("finetune", 10, 10, 0.5)
+    assert job.log_tail == "finetune 10/10 loss 0.5000\n"
+    with db.session() as s:
+        cancel(s, job_id)  # running: a request the next step learns of
+    with pytest.raises(Cancelled, match="during finetune"):
+        part.step("finetune", 5, 5, {"total": 0.4})
 
 
 def test_a_job_that_cannot_run_fails_on_its_row_and_the_worker_survives(settings, db):
