@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import importlib
 import itertools
-import json
 import math
 import os
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from bench.gpu_throughput import save_report, sync
 from mics_core.config import TrainSettings
 from mics_core.data import load_pairs, records_from_manifest
 from mics_core.evaluation.demo import generate
@@ -37,11 +37,6 @@ from mics_core.train.loop import TrainingDiverged, run
 # the attribute `mics_core.train.pretrain` is the function the package exports; this is the module
 pretrain_module = importlib.import_module("mics_core.train.pretrain")
 WARMUP = 5
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run_arm(images: torch.Tensor, settings: TrainSettings, steps: int, amp: bool) -> dict[str, object]:
@@ -55,10 +50,10 @@ def run_arm(images: torch.Tensor, settings: TrainSettings, steps: int, amp: bool
         device = method.device
 
         def on_step(phase: str, step: int, total: int, losses: dict[str, float]) -> None:
-            _sync(device)
+            sync(device)
             stamps.append(time.perf_counter())
 
-        _sync(device)
+        sync(device)
         stamps.append(time.perf_counter())
         error = None
         try:
@@ -162,10 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"non-finite: {report['any_non_finite']}; "
         f"speed-up bf16/fp32 {speedup if speedup is None else f'{speedup:.2f}x'}"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-    return report
+    return save_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def save_report(report: dict[str, object], path: Path | None) -> dict[str, object]:
+    """Write `report` as JSON to `path` (when given) and return it."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
+    return report
+
+
 def timed(step: Callable[[int], None], steps: int, device: torch.device) -> float:
     """Median seconds of `step(i)` over `steps` calls after WARMUP untimed ones."""
     for i in range(WARMUP):
@@ -276,10 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"GPU idle share: library pre-training step {pct(lib_idle)}; plain loop fed by a pinned uint8 DataLoader"
         f" {pct(plain_idle)}"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-    return report
+    return save_report(report, args.json)
 
 
 if __name__ == "__main__":
