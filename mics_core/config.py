@@ -181,6 +181,11 @@ class TrainSettings:
         nested = {stage: replace(getattr(self, stage), **fields) for stage, fields in parts.items()}
         return replace(self, **top, **nested)
 
+    @staticmethod
+    def is_setting(name: str) -> bool:
+        """Whether `name` is a flat name of some field."""
+        return _known(name)
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from mics_core.config import Settings, TrainSettings, pretraining_key
 from mics_core.data import PairRecord, records_from_db
 from mics_core.db import Database
-from mics_core.db.models import ModelVersion
+from mics_core.db.models import ModelKind, ModelVersion
 from mics_core.embed import project
 from mics_core.labels import label_snapshot
 from mics_core.metrics import json_safe
@@ -34,9 +34,7 @@ def needs_pretraining(encoders: ModelVersion | None, n_cases: int, train: TrainS
     return not same or n_cases > encoders.metrics.get("n_cases", 0) * (1 + growth)
 
 
-def run_retrain(
-    db: Database, settings: Settings, train: TrainSettings, reporter: Reporter, force_pretrain: bool = False
-) -> int:
+def run_retrain(db: Database, settings: Settings, train: TrainSettings, reporter: Reporter) -> int:
     """Run the chain and return the new, active model version's id."""
     store = ImageStore(settings)
     with db.session() as session:
@@ -45,7 +43,7 @@ def run_retrain(
         encoders = latest_encoders(session)
         parent = active_version(session)
         parent_id = parent.id if parent else None
-        pretrain_now = force_pretrain or needs_pretraining(encoders, len(records), train, settings.pretrain_growth)
+        pretrain_now = needs_pretraining(encoders, len(records), train, settings.pretrain_growth)
         encoder_path = None if pretrain_now else store.resolve(encoders.checkpoint_path)
     if not records:
         raise ValueError("there are no cases to train on; import images first")
@@ -61,7 +59,7 @@ def run_retrain(
     model.save(path)
     with db.session() as session:
         version = ModelVersion(
-            kind="mics",
+            kind=ModelKind.MICS,
             checkpoint_path=str(path.relative_to(settings.data_root)),
             settings=train.to_dict(),
             class_names=classes,
@@ -86,7 +84,7 @@ def _pretrain(
     with db.session() as session:
         session.add(
             ModelVersion(
-                kind="encoders",
+                kind=ModelKind.ENCODERS,
                 checkpoint_path=str(path.relative_to(settings.data_root)),
                 settings=train.to_dict(),
                 metrics={"n_cases": len(records), "seconds": result.seconds, "final_loss": result.history[-1]["total"]},

@@ -66,7 +66,7 @@ class JobReporter(Reporter):
 def job_settings(params: dict, device: str, gpus: int | None = None) -> TrainSettings:
     """A job's training settings: its own choices over the environment's, except the device —
     a job may ask for the CPU, but which GPU (and how many) is the worker's to say."""
-    chosen = dict(params)
+    chosen = {k: v for k, v in params.items() if TrainSettings.is_setting(k)}
     if chosen.get("device") != "cpu":
         chosen.pop("device", None)
     worker = {"device": device} | ({"gpus": gpus} if gpus else {})

@@ -48,9 +48,11 @@ def test_encoders_registered_before_settings_were_split_by_stage_are_still_recog
     assert needs_pretraining(_encoders(600, flat | {"pretrain_epochs": 20}), 600, TrainSettings(), growth=0.5)
 
 
-TINY = TrainSettings().replace(
-    backbone="test_resnet", image_size=32, pretrain_epochs=1, pretrain_batch=8, queue_size=16, proj_dim=8
-).replace(fusion_dim=16, fusion_blocks=1, fusion_heads=2, shift_atoms=4, finetune_epochs=1)
+TINY = (
+    TrainSettings()
+    .replace(backbone="test_resnet", image_size=32, pretrain_epochs=1, pretrain_batch=8, queue_size=16, proj_dim=8)
+    .replace(fusion_dim=16, fusion_blocks=1, fusion_heads=2, shift_atoms=4, finetune_epochs=1)
+)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

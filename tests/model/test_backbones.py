@@ -36,5 +36,5 @@ def test_every_preset_uses_an_offered_backbone(preset):
 
 
 def test_an_unknown_backbone_name_suggests_close_ones():
-    with pytest.raises(ValueError, match="did you mean.*resnet18"):
+    with pytest.raises(ValueError, match=r"did you mean.*resnet18"):
         create_encoder("resnet-18", 32)
