@@ -216,5 +216,5 @@ def test_a_job_chooses_its_settings_but_not_which_gpu():
     assert job_settings({"device": "cuda", "finetune_epochs": 3}, "cpu").device == "cpu"  # a CPU worker stays on it
     assert job_settings({"device": "cpu"}, "cuda").device == "cpu"  # asking for the CPU is allowed
     chosen = job_settings({"backbone": "test_resnet", "gpus": 8, "unknown": 1}, "cpu", gpus=2)
-    assert (chosen.backbone, chosen.gpus) == ("test_resnet", 8)
+    assert (chosen.pretrain.backbone, chosen.gpus) == ("test_resnet", 8)
     assert job_settings({}, "cpu", gpus=2).gpus == 2
