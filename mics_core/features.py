@@ -7,6 +7,7 @@ encoders, which is what makes a retrain take seconds on a CPU.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -86,12 +87,21 @@ class FeatureCache:
         atomic_write(self._path(record), save)
 
 
+def token_reader(
+    encoder_state: dict[str, torch.Tensor], settings: TrainSettings, cache_root: Path | None
+) -> Callable[[list[PairRecord]], torch.Tensor]:
+    """A function from records to their frozen-encoder tokens, through the feature cache when
+    `cache_root` is given; the encoders are built and fingerprinted once, however often it is called."""
+    encoders = build_encoders(encoder_state, settings)
+    if cache_root is None:
+        device = resolve_device(settings.device)
+        return lambda records: encode_pairs(encoders, load_pairs(records, settings.pretrain.image_size), device)
+    cache = FeatureCache(cache_root, encoder_fingerprint(encoder_state, settings))
+    return lambda records: cache.tokens(records, encoders, settings)
+
+
 def record_tokens(
     encoder_state: dict[str, torch.Tensor], settings: TrainSettings, records: list[PairRecord], cache_root: Path | None
 ) -> torch.Tensor:
     """Frozen-encoder tokens of `records`, through the feature cache when `cache_root` is given."""
-    encoders = build_encoders(encoder_state, settings)
-    if cache_root is None:
-        images = load_pairs(records, settings.pretrain.image_size)
-        return encode_pairs(encoders, images, resolve_device(settings.device))
-    return FeatureCache(cache_root, encoder_fingerprint(encoder_state, settings)).tokens(records, encoders, settings)
+    return token_reader(encoder_state, settings, cache_root)(records)

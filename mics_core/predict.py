@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from mics_core.data import PairRecord
 from mics_core.db.models import Prediction
-from mics_core.features import record_tokens
+from mics_core.features import token_reader
 from mics_core.labels import class_ids
 from mics_core.model.calibration import apply_temperature
 from mics_core.model.checkpoint import MICSModel
@@ -55,8 +55,9 @@ def predict(
     parts = []
     total = -(-len(records) // chunk)
     started = time.perf_counter()
+    read = token_reader(model.encoder_state, model.settings, cache_root)
     for i in range(total):
-        tokens = record_tokens(model.encoder_state, model.settings, records[i * chunk : (i + 1) * chunk], cache_root)
+        tokens = read(records[i * chunk : (i + 1) * chunk])
         parts.append(predict_tokens(model.classifier, tokens, model.temperature))
         reporter.step("predict", i + 1, total, {"seconds": time.perf_counter() - started})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}

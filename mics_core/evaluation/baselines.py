@@ -10,6 +10,8 @@ Each is a `Method` of the one training loop (`mics_core.train.loop`).
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,8 +66,9 @@ class ImageBaseline(Method):
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         return {"total": self.loss(torch.randint(self.n_labelled, (self.batch,), generator=self.generator))}
 
+    @abstractmethod
     def loss(self, idx: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The loss of a batch of the labelled rows `idx`."""
 
 
 class Supervised(ImageBaseline):
