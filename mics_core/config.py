@@ -184,7 +184,11 @@ class TrainSettings:
     @staticmethod
     def is_setting(name: str) -> bool:
         """Whether `name` is a flat name of some field."""
-        return _known(name)
+        try:
+            _locate(name)
+        except ValueError:
+            return False
+        return True
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -193,7 +197,7 @@ class TrainSettings:
     def from_dict(cls, data: dict[str, object]) -> TrainSettings:
         """Nested (as `to_dict` writes) or flat (versions saved before the split); unknown names are dropped."""
         nested = {stage: data[stage] for stage in STAGES if isinstance(data.get(stage), dict)}
-        flat = {k: v for k, v in data.items() if k not in nested and _known(k)}
+        flat = {k: v for k, v in data.items() if k not in nested and cls.is_setting(k)}
         settings = cls(**{stage: _PARTS[stage](**values) for stage, values in nested.items()})
         return settings.replace(**flat)
 
@@ -256,14 +260,6 @@ def _locate(name: str) -> tuple[str | None, str]:
     if len(owners) == 1:
         return owners[0], name
     raise ValueError(f"unknown training setting {name!r}")
-
-
-def _known(name: str) -> bool:
-    try:
-        _locate(name)
-    except ValueError:
-        return False
-    return True
 
 
 def pretraining_key(settings: TrainSettings, data: str = "") -> str:
