@@ -35,6 +35,8 @@ def add_classes(session: Session, names: list[str]) -> list[str]:
         name = raw.strip()
         if not name or len(name) > 100:
             raise LabelError(f"class name {raw!r} must be 1 to 100 characters")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise LabelError(f"class name {raw!r} contains a control character (line break, tab…); remove it")
         if name in existing:
             continue
         session.add(LabelClass(name=name, position=position))
