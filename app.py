@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+import ui as _ui
 from mics_core.auth import AuthError, allowed, auth_disabled, authenticate, create_first_admin, has_users, single_user
 from mics_core.db.models import User
-from pages import _ui
 
 st.set_page_config(page_title="MICS Studio", page_icon=":material/biotech:", layout="wide")
 

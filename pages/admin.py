@@ -5,13 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+import ui as _ui
 from mics_core.auth import accounts, create_user, set_role
 from mics_core.db import describe_url
 from mics_core.db.models import ROLES
 from mics_core.jobs.queue import job_counts
 from mics_core.jobs.worker import live_workers
 from mics_core.labels import add_classes, class_names
-from pages import _ui
 
 me = _ui.require("admin")
 st.title("Admin")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
+import ui as _ui
 from mics_core.auth import allowed
 from mics_core.browse import case_view
 from mics_core.embed import previous_version, projection_frame
 from mics_core.registry import active_version
-from pages import _ui
 
 me = _ui.require("explore")
 state = st.session_state

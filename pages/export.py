@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+import ui as _ui
 from mics_core.export import cases_frame, filter_frame, history_frame, to_csv_bytes
-from pages import _ui
 
 _ui.require("export")
 PREVIEW_ROWS = 100

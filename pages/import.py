@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+import ui as _ui
 from mics_core.ingest.importer import ImportReport, import_source
 from mics_core.ingest.sources import SourceError
-from pages import _ui
 
 me = _ui.require("import")
 settings = _ui.settings()

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+import ui as _ui
 from mics_core.browse import ORDERS, BrowseError, batches, case_order, case_view
 from mics_core.labels import LabelError, annotate, class_names, undo_annotation
 from mics_core.stats import dataset_stats
-from pages import _ui
 
 me = _ui.require("label")
 state = st.session_state

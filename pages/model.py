@@ -7,9 +7,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+import ui as _ui
 from mics_core.metrics import held_out_report
 from mics_core.registry import trained_with, version_table, versions
-from pages import _ui
 
 _ui.require("model")
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+import ui as _ui
 from mics_core.auth import allowed
 from mics_core.browse import case_table
 from mics_core.setup import ensure_database, holds_demo_data
 from mics_core.stats import dataset_stats
-from pages import _ui
 
 PAGE_SIZE = 50
 
+me = _ui.require("overview")
 st.title("Overview")
 with _ui.session() as session:
     stats = dataset_stats(session)
@@ -23,7 +24,7 @@ if synthetic:
 
 if not stats.cases:
     st.info("No cases yet — import a folder or use the demo data.")
-    if allowed(_ui.user().role, "import"):
+    if allowed(me.role, "import"):
         pairs = _ui.settings().demo_pairs
         if st.button(f"Load the demo data ({pairs} synthetic pairs)", type="primary"):
             with st.spinner("Generating and importing the demo data…"):

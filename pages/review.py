@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+import ui as _ui
 from mics_core.browse import case_view
 from mics_core.labels import class_names
 from mics_core.registry import active_version
@@ -26,7 +27,6 @@ from mics_core.review import (
     rank,
 )
 from mics_core.review import record_review as record
-from pages import _ui
 
 me = _ui.require("review")
 state = st.session_state

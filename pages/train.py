@@ -11,13 +11,13 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+import ui as _ui
 from mics_core.config import TrainSettings
 from mics_core.db.models import Job
 from mics_core.jobs.queue import ACTIVE, cancel, latest_job, recent_jobs, request_retrain
 from mics_core.jobs.worker import ensure_local_worker, live_workers
 from mics_core.model.backbones import SUPPORTED
 from mics_core.registry import activate, version_table, versions
-from pages import _ui
 
 me = _ui.require("train")
 defaults = TrainSettings.from_env()

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from mics_core.auth import create_user
 from mics_core.config import Settings
 from mics_core.db import Database, init_db
-from pages._ui import SignedIn
+from ui import SignedIn
 
 ROOT = Path(__file__).resolve().parents[2]
 
