@@ -7,6 +7,7 @@ Streamlit plumbing that would otherwise repeat on each page.
 from __future__ import annotations
 
 import io
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,6 +76,15 @@ def user() -> SignedIn:
 
 def sign_in_as(account: User) -> None:
     st.session_state["user"] = SignedIn(account.id, account.username, account.role)
+
+
+def client_id() -> str:
+    """Who is signing in, for the sign-in throttle: the connection's address, or, where
+    Streamlit gives none (localhost, or a reverse proxy on this host), this browser session."""
+    address = st.context.ip_address
+    if address:
+        return f"ip:{address}"
+    return "session:" + st.session_state.setdefault("_client", secrets.token_hex(8))
 
 
 def refresh_user() -> SignedIn | None:

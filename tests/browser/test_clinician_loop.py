@@ -101,7 +101,7 @@ def wait_idle(page) -> None:
 
 
 def open_screen(page, title: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    page.get_by_test_id("stSidebar").get_by_text(title, exact=True).click()  # the app's page links
     page.get_by_role("heading", name=title).first.wait_for()
     wait_idle(page)
 
