@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 SUBCOMMANDS_HELP = "Database URL: --db, else MICS_DB_URL, else sqlite:///data/mics.db."
 
+# What is echoed of one value (a case id, a file name) and of one reason; the input can be
+# megabytes (a 5 MB case id), the terminal and the report need not be.
+ECHO_CHARS = 80
+REASON_CHARS = 300
+
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="URL", help="database URL (default: MICS_DB_URL or sqlite:///data/mics.db)")
@@ -155,6 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     classes = commands.add_parser("classes", help="show the class list, or add classes to it")
     classes.add_argument("--add", nargs="+", metavar="NAME", help="class names to append")
     _add_db(classes)
+
+    users = commands.add_parser(
+        "users",
+        help="list accounts, or add one (the first administrator is made here)",
+        description="The password is asked for twice at a terminal, or read as the first line of standard input.",
+    )
+    actions = users.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
+    _add_db(actions.add_parser("list", help="every account with its role and whether it is active"))
+    add = actions.add_parser("add", help="add an account (password from the prompt or standard input)")
+    add.add_argument("name", help="user name")
+    role = add.add_mutually_exclusive_group()
+    role.add_argument("--admin", action="store_true", help="make it an administrator")
+    role.add_argument("--role", default="annotator", help="annotator, reviewer or admin (default annotator)")
+    _add_db(add)
     return parser
 
 
@@ -165,12 +184,41 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args, settings)
     except (UserFacingError, RequestRefused) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {short(str(err), REASON_CHARS)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file the command needs: one sentence, not a traceback
+        where = f" ({short(str(err.filename), ECHO_CHARS)})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}; check the path and its permissions", file=sys.stderr)
         return 2
 
 
 class UserFacingError(Exception):
     """An error whose message is the whole story for the user."""
+
+
+def short(text: str, limit: int = ECHO_CHARS) -> str:
+    """`text` cut to `limit` characters, marked with "…" (and its length) when it was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def _input_file(path: Path, what: str) -> Path:
+    """`path` if it is a readable file, else a UserFacingError saying what to give instead."""
+    if not path.exists():
+        raise UserFacingError(f"the {what} {short(str(path))} does not exist; give the path of a file")
+    if not path.is_file():
+        raise UserFacingError(f"the {what} {short(str(path))} is a folder, not a file; give the path of a file")
+    return path
+
+
+def _output_file(path: Path, what: str) -> Path:
+    """`path` if a file can be written there, checked before any work is done."""
+    if path.is_dir():
+        raise UserFacingError(f"the {what} {short(str(path))} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UserFacingError(f"the folder of the {what} {short(str(path))} does not exist; create it first")
+    return path
 
 
 @contextmanager
@@ -200,16 +248,23 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from mics_core.db import init_db
+    from mics_core.export import to_csv_bytes
     from mics_core.ingest.importer import import_source
 
+    labels = _input_file(args.labels, "labels CSV") if args.labels else None
+    out = _output_file(args.report, "report CSV") if args.report else None
     db = init_db(settings.db_url)
-    report = import_source(args.source, db, settings, labels_csv=args.labels, use_labels=not args.no_labels)
+    report = import_source(args.source, db, settings, labels_csv=labels, use_labels=not args.no_labels)
     for note in report.notes:
-        print(note)
+        print(short(note, REASON_CHARS))
     for problem in report.problems:
-        print(f"skipped  {problem.case_key or '-'}  {problem.file or '-'}  {problem.reason}")
-    if args.report:
-        report.problems_frame().to_csv(args.report, index=False)
+        case, file = short(problem.case_key or "-"), short(problem.file or "-")
+        print(f"skipped  {case}  {file}  {short(problem.reason, REASON_CHARS)}")
+    if out:
+        frame = report.problems_frame()
+        for column, limit in (("case_id", ECHO_CHARS), ("file", ECHO_CHARS), ("reason", REASON_CHARS)):
+            frame[column] = frame[column].map(lambda value, limit=limit: short(str(value), limit))
+        out.write_bytes(to_csv_bytes(frame))
     print(report.summary())
     return 0 if report.ok else 1
 
@@ -217,8 +272,9 @@ def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from mics_core.export import export_csv
 
+    out = _output_file(args.out, "output CSV")
     with _session(settings) as session:
-        rows = export_csv(session, args.out, history=args.history)
+        rows = export_csv(session, out, history=args.history)
     print(f"wrote {rows} rows to {args.out}")
     return 0
 
@@ -243,6 +299,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from mics_core.config import TrainSettings
     from mics_core.evaluation.benchmark import METHODS, format_table, run_benchmark, summarise, write_json
 
+    data = _input_file(args.data, "manifest")
     overrides = _train_overrides(args)
     if args.baseline_steps is not None:
         overrides["baseline_steps"] = args.baseline_steps
@@ -262,11 +319,11 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         f"baselines {train.baseline.steps} steps, device {train.device}",
         flush=True,
     )
-    rows = run_benchmark(args.data, args.labeled_fraction, args.seeds, train, methods, args.budget_minutes, args.cache)
+    rows = run_benchmark(data, args.labeled_fraction, args.seeds, train, methods, args.budget_minutes, args.cache)
     summary = summarise(rows)
     print(format_table(summary))
     if args.json:
-        write_json(summary, args.json)
+        write_json(summary, _output_file(args.json, "JSON summary"))
     return 0
 
 
@@ -374,7 +431,7 @@ def _cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
         items = rank(session, strategy, args.limit, filters, args.seed, ImageStore(settings))
     for item in items:
         probability = f"{item.probability:.3f}" if item.probability is not None else "-"
-        print(f"{item.case_key}\t{item.predicted or '-'}\t{probability}\t{item.score:.4f}")
+        print(f"{short(item.case_key)}\t{item.predicted or '-'}\t{probability}\t{item.score:.4f}")
     return 0
 
 
@@ -386,4 +443,39 @@ def _cmd_classes(args: argparse.Namespace, settings: Settings) -> int:
             added = add_classes(session, args.add)
             print(f"added: {', '.join(added) or 'nothing new'}")
         print("\n".join(class_names(session)) or "(no classes yet)")
+    return 0
+
+
+def _new_password() -> str:
+    """Typed twice at a terminal, or the first line of standard input (for scripts)."""
+    import getpass
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password (at least 8 characters): ")
+        if getpass.getpass("Repeat the password: ") != password:
+            raise UserFacingError("the two passwords differ; run the command again")
+        return password
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UserFacingError("no password given: type it at the prompt, or pipe it on standard input")
+    return password
+
+
+def _cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    from mics_core.auth import accounts, create_user
+
+    if args.action == "list":
+        with _session(settings) as session:
+            rows = [(u.username, u.role, u.active) for u in accounts(session)]
+        for name, role, active in rows:
+            print(f"{short(name)}\t{role}" + ("" if active else "\t(deactivated)"))
+        if not rows:
+            print("no accounts yet: python -m mics_core users add --admin NAME")
+        return 0
+    role = "admin" if args.admin else args.role
+    password = _new_password()
+    with _session(settings) as session:
+        user = create_user(session, args.name, password, role)
+        name = user.username
+    print(f"added {role} {short(name)}; they can sign in now")
     return 0

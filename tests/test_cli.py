@@ -131,3 +131,82 @@ def test_a_refused_request_is_one_error_line_and_exit_code_2(settings, db, capsy
     assert main([*args, "--db", settings.db_url]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith("error: ") and message in captured.err and "Traceback" not in captured.err
+
+
+def _one_error_line(captured, *fragments: str) -> None:
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    assert "Traceback" not in captured.err
+    for fragment in fragments:
+        assert fragment in captured.err
+
+
+def test_import_labels_that_are_missing_or_a_folder_is_one_sentence_and_imports_nothing(settings, db, capsys, tmp_path):
+    from mics_core.cli import main
+    from mics_core.stats import dataset_stats
+
+    write_image(tmp_path / "src" / "WLI" / "a.png", 0)
+    for labels, fragment in ((tmp_path / "nope.csv", "does not exist"), (tmp_path / "src", "is a folder")):
+        assert main(["import", str(tmp_path / "src"), "--labels", str(labels), "--db", settings.db_url]) == 2
+        _one_error_line(capsys.readouterr(), fragment, "labels CSV")
+    with db.session() as session:
+        assert dataset_stats(session).cases == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["export", "--out", "{tmp}/missing/labels.csv"], "does not exist; create it first"),
+        (["export", "--out", "{tmp}"], "is a folder; give a file name"),
+        (["import", "{tmp}/src", "--report", "{tmp}/missing/r.csv"], "does not exist; create it first"),
+        (["import", "{tmp}/src", "--report", "{tmp}/src"], "is a folder; give a file name"),
+        (["bench", "--data", "{tmp}/missing.csv"], "the manifest"),
+        (["import", "{tmp}/missing"], "does not exist"),
+        (["demo", "--out", "/proc/mics/demo"], "check the path"),
+    ],
+)
+def test_a_bad_path_is_one_sentence_and_nothing_is_done(settings, db, capsys, tmp_path, args, fragment):
+    from mics_core.cli import main
+    from mics_core.stats import dataset_stats
+
+    write_image(tmp_path / "src" / "WLI" / "a.png", 0)
+    database = ["--db", settings.db_url] if args[0] in ("import", "export") else []  # demo, bench: none
+    assert main([arg.format(tmp=tmp_path) for arg in args] + database) == 2
+    _one_error_line(capsys.readouterr(), fragment)
+    with db.session() as session:
+        assert dataset_stats(session).cases == 0
+
+
+def test_a_5_mb_case_id_is_echoed_and_reported_cut(settings, db, capsys, tmp_path):
+    from mics_core.cli import ECHO_CHARS, main
+
+    src = tmp_path / "src"
+    write_image(src / "good.png", 1)
+    make_manifest(src, ["g,good.png,,,", "x" * 5_000_000 + ",good.png,,,"])
+    report = tmp_path / "r.csv"
+    assert main(["import", str(src / "manifest.csv"), "--report", str(report), "--db", settings.db_url]) == 0
+    out = capsys.readouterr().out
+    assert len(out) < 2_000
+    assert "x" * ECHO_CHARS + "… (5,000,000 characters)" in out
+    assert report.stat().st_size < 2_000
+    assert pd.read_csv(report, encoding="utf-8-sig").loc[0, "case_id"].startswith("x" * ECHO_CHARS + "…")
+
+
+def test_users_add_makes_the_first_admin_with_the_password_from_stdin(settings, db, capsys, monkeypatch):
+    import io
+
+    from mics_core.auth import authenticate
+    from mics_core.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long password\n"))
+    assert main(["users", "add", "--admin", "root", "--db", settings.db_url]) == 0
+    assert "added admin root" in capsys.readouterr().out
+    with db.session() as session:
+        assert authenticate(session, "root", "a long password").role == "admin"
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long password\n"))
+    assert main(["users", "add", "Root", "--db", settings.db_url]) == 2
+    _one_error_line(capsys.readouterr(), "is taken")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["users", "add", "ana", "--db", settings.db_url]) == 2
+    _one_error_line(capsys.readouterr(), "no password given")
+    assert main(["users", "list", "--db", settings.db_url]) == 0
+    assert capsys.readouterr().out == "root\tadmin\n"
