@@ -294,12 +294,12 @@ def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    data = _input_file(args.data, "manifest")  # before the learning code's imports, which take seconds
     import os
 
     from mics_core.config import TrainSettings
     from mics_core.evaluation.benchmark import METHODS, format_table, run_benchmark, summarise, write_json
 
-    data = _input_file(args.data, "manifest")
     overrides = _train_overrides(args)
     if args.baseline_steps is not None:
         overrides["baseline_steps"] = args.baseline_steps
