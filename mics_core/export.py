@@ -1,11 +1,16 @@
 """Label export to CSV: one row per case, or (`history=True`) every annotation row.
 
-Text cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or
-carriage return) are prefixed with a single quote, the OWASP-recommended guard.
+Text cells that a spreadsheet would run as a formula (starting with =, +, -, @ or tab,
+after any spaces) are prefixed with a single quote, the OWASP-recommended guard. Line
+breaks inside a cell (CR, LF and every other character `str.splitlines` breaks at) become
+one space first: quoted line breaks are valid CSV, but readers that split the file into
+lines first would cut the row there and start a new one with the rest (which could be an
+unguarded formula).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -17,7 +22,8 @@ from mics_core.cases import CURRENT, LABEL, PREDICTED, case_query
 from mics_core.db.models import Annotation, Case, Image, LabelClass, Prediction, User
 from mics_core.registry import active_version_id
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t")
+LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
 
 CASE_COLUMNS = [
     "case_id",
@@ -49,8 +55,11 @@ HISTORY_COLUMNS = [
 
 
 def neutralise(value: object) -> object:
-    """`value` made safe for a spreadsheet cell."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    """`value` made safe for a spreadsheet cell: on one line, and never a formula."""
+    if not isinstance(value, str):
+        return value
+    value = LINE_BREAKS.sub(" ", value)
+    if value.lstrip(" ").startswith(FORMULA_PREFIXES):
         return "'" + value
     return value
 

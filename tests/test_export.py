@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from datetime import UTC, date, datetime
 
@@ -10,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from mics_core.browse import case_table
-from mics_core.db.models import Case, ModelKind, ModelVersion, Prediction
+from mics_core.db.models import Case, LabelClass, ModelKind, ModelVersion, Prediction
 from mics_core.export import cases_frame, export_csv, filter_frame, history_frame, neutralise, to_csv_bytes
 from mics_core.ingest.importer import import_source
-from mics_core.labels import annotate, class_ids, undo
+from mics_core.labels import LabelError, add_classes, annotate, class_ids, undo
 from tests.conftest import add_user, write_image
 from tests.ingest.test_importer import make_manifest
 
@@ -32,9 +33,24 @@ def _read(data: bytes) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", dtype=str, keep_default_na=False)
 
 
-@pytest.mark.parametrize("cell", ["=1+1", "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+@pytest.mark.parametrize("cell", ["=1+1", "+cmd", "-2+3", "@SUM(A1)", "\tx", "  =1+1"])
 def test_formula_cells_are_neutralised(cell):
     assert neutralise(cell) == "'" + cell
+
+
+@pytest.mark.parametrize(
+    ("cell", "safe"),
+    [
+        ("x\r=2+3", "x =2+3"),
+        ("a\r\nb", "a b"),
+        ("\r=1+1", "' =1+1"),
+        ("one\ntwo\n\nthree", "one two three"),
+        ("x\u2028=1\x85@2\x0b+3\x1e-4", "x =1 @2 +3 -4"),
+    ],
+)
+def test_line_breaks_in_a_cell_become_one_space_before_the_formula_guard(cell, safe):
+    assert neutralise(cell) == safe
+    assert len(safe.splitlines()) == 1
 
 
 def test_plain_cells_and_numbers_are_untouched():
@@ -204,3 +220,40 @@ def test_a_date_filter_on_the_history_keeps_the_rows_of_those_days(dated):
     _, history = dated
     assert list(filter_frame(history, start=date(2024, 3, 4))["source"]) == ["import", "import"]  # imported today
     assert list(filter_frame(history, end=date(2024, 3, 4))["user"]) == ["dr_lee", "dr_kim"]
+
+
+UNSAFE = ("=", "+", "-", "@", "\t")
+
+
+def _lines_are_rows(data: bytes, rows: int) -> None:
+    """The export read as a naive reader does: split into lines, then at commas."""
+    text = data.decode("utf-8-sig")
+    for lines in (text.splitlines(), text.rstrip("\n").split("\n")):
+        assert len(lines) == rows + 1, lines
+        for line in lines:
+            for field in line.split(","):
+                assert not field.strip('" ').startswith(UNSAFE), (field, line)
+    assert len(list(csv.reader(io.StringIO(text)))) == rows + 1
+
+
+def test_an_export_with_line_breaks_in_notes_and_class_names_keeps_one_line_per_row(imported, tmp_path):
+    with imported.session() as session:
+        case_a = session.scalar(sa.select(Case.id).where(Case.case_key == "a"))
+        # a class name from before control characters were refused, put in directly
+        session.add(LabelClass(name="bad\r=2+3", position=99))
+        session.flush()
+        annotate(session, case_a, "bad\r=2+3", source="manual", note="first\r\n=1+1\rsecond\n@SUM(A1)")
+        for history, rows in ((False, 3), (True, 3)):
+            assert export_csv(session, tmp_path / "out.csv", history=history) == rows
+            data = (tmp_path / "out.csv").read_bytes()
+            _lines_are_rows(data, rows)
+            frame = _read(data)
+            assert "bad =2+3" in set(frame["label"])
+            if history:
+                assert frame.iloc[-1]["note"] == "first =1+1 second @SUM(A1)"
+
+
+@pytest.mark.parametrize("name", ["x\r=2+3", "a\nb", "tab\there", "bell\x07", "del\x7f"])
+def test_class_names_with_control_characters_are_refused(db, name):
+    with db.session() as session, pytest.raises(LabelError, match="control character"):
+        add_classes(session, [name])
