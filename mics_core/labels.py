@@ -3,14 +3,18 @@
 The current label of a case is its newest annotation row; nothing here updates or
 deletes an annotation. Undo appends a row that restores the previous label (or clears
 it, `label_id` NULL).
+
+Every write to a case's history first takes that case's lock (`_lock_case`), held until
+the transaction ends, so "is this still the newest row? then append" is one step: an
+undo can never land after, and so roll back, a label someone gave in between.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, ScalarSelect, Select, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, Select, false, func, select, update
 from sqlalchemy.orm import Session
 
-from mics_core.db.models import ANNOTATION_SOURCES, Annotation, LabelClass
+from mics_core.db.models import ANNOTATION_SOURCES, Annotation, Case, LabelClass
 from mics_core.errors import RequestRefused
 
 
@@ -107,6 +111,7 @@ def annotate(
         label_id = class_ids(session).get(label)
         if label_id is None:
             raise LabelError(f"{label!r} is not in the class list")
+    _lock_case(session, case_id)
     row = Annotation(
         case_id=case_id,
         label_id=label_id,
@@ -127,6 +132,7 @@ def undo_annotation(session: Session, annotation_id: int, user_id: int | None = 
     row = session.get(Annotation, annotation_id)
     if row is None:
         raise LabelError("there is no such label to undo")
+    _lock_case(session, row.case_id)
     newest = session.scalar(select(func.max(Annotation.id)).where(Annotation.case_id == row.case_id))
     if newest != annotation_id:
         raise LabelError("the case was labelled again since, so that label is no longer the current one")
@@ -135,6 +141,7 @@ def undo_annotation(session: Session, annotation_id: int, user_id: int | None = 
 
 def undo(session: Session, case_id: int, user_id: int | None = None) -> Annotation:
     """Restore the label the case had before its newest annotation, as a new row."""
+    _lock_case(session, case_id)
     history = list(
         session.scalars(select(Annotation).where(Annotation.case_id == case_id).order_by(Annotation.id.desc()).limit(2))
     )
@@ -145,3 +152,17 @@ def undo(session: Session, case_id: int, user_id: int | None = None) -> Annotati
     session.add(row)
     session.flush()
     return row
+
+
+def _lock_case(session: Session, case_id: int) -> None:
+    """Hold the lock on one case's label history until the transaction ends (re-entrant).
+
+    PostgreSQL: the case row, `FOR NO KEY UPDATE` (labels of other cases, and inserts that
+    only reference the case, such as predictions, never wait). SQLite: a write that changes
+    nothing, which takes the database's single write lock before the caller reads the
+    history (the driver starts a transaction only at the first write, so a read before it
+    would see a state another writer can change before our insert)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Case.id).where(Case.id == case_id).with_for_update(key_share=True))
+    else:
+        session.execute(update(Case).where(false()).values(case_key=Case.case_key))
