@@ -8,10 +8,12 @@ relative to the data root; `resolve` refuses any path that would leave it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mics_core.config import Settings
@@ -30,6 +32,28 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def file_lock(path: Path, wait: bool = True) -> Iterator[int | None]:
+    """Hold an exclusive lock on the file `path` (created if missing) while the block runs.
+
+    The operating system releases it when the holder dies, even by kill -9, so a crash
+    never leaves it stuck. Yields the locked descriptor (a child process given it through
+    `pass_fds` keeps the lock after we let go), or None when `wait` is False and another
+    process holds it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield None
+            return
+        yield fd
+    finally:
+        os.close(fd)
 
 
 class UnsafePathError(ValueError):

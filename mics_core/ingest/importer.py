@@ -5,6 +5,11 @@ not already another case); a bad case gets a report line and is skipped, the res
 imports. Files are written to the content-addressed store first and the database rows
 in one transaction afterwards, so a crash leaves no half-imported case (at worst an
 unreferenced file in the store).
+
+Imports run one at a time: images are decoded in parallel, but "which of these cases and
+files are new?" and the writing happen under the import lock (a file lock under the data
+root, and a database lock for importers on other hosts), so a second import of the same
+files waits for the first and then finds them already there.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import false, select, text, update
 from sqlalchemy.orm import Session
 
 from mics_core.config import Settings
@@ -25,7 +30,11 @@ from mics_core.imaging import BadImageError, CheckedImage, check_image, computed
 from mics_core.ingest.archive import unpacked_zip
 from mics_core.ingest.sources import CaseSpec, Problem, check_case_key, discover, read_csv_text
 from mics_core.labels import add_classes, annotate, class_ids, class_names, current_labels
-from mics_core.store import ImageStore
+from mics_core.store import ImageStore, file_lock
+
+# Any constant, different from other features' keys: PostgreSQL's transaction-scoped lock
+# that serialises imports (ASCII "MIMP").
+_IMPORT_LOCK_KEY = 0x4D494D50
 
 
 @dataclass
@@ -120,12 +129,26 @@ def import_source(
         if not use_labels:
             specs = [replace(s, label=None) for s in specs]
         specs = [_with_label(s, extra_labels.pop(s.case_key, None)) for s in specs]
-        with db.session() as session:
+        loaded = {spec.case_key: _load_case(spec, settings) for spec in specs}
+        with file_lock(Path(settings.data_root) / "import.lock"), db.session() as session:
+            _lock_imports(session)
             classes = _class_list(session, specs, report)
-            ready = _check_cases(session, specs, classes, settings, report)
+            ready = _check_cases(session, specs, loaded, classes, report)
             _write(session, ready, ImageStore(settings), settings, report, user_id)
             _label_existing(session, extra_labels, specs, classes, report, user_id)
     return report
+
+
+def _lock_imports(session: Session) -> None:
+    """Hold the database's import lock until the transaction ends (for importers on other
+    hosts that share a PostgreSQL database; on one host the file lock already waited).
+
+    SQLite: a write that changes nothing, which takes the single write lock before the
+    checks read, so what they find new is still new when the rows are inserted."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _IMPORT_LOCK_KEY})
+    else:
+        session.execute(update(ImportBatch).where(false()).values(source=ImportBatch.source))
 
 
 def _with_label(spec: CaseSpec, label: str | None) -> CaseSpec:
@@ -144,8 +167,20 @@ def _class_list(session: Session, specs: list[CaseSpec], report: ImportReport) -
     return set(names)
 
 
+def _load_case(spec: CaseSpec, settings: Settings) -> tuple[CheckedImage, CheckedImage | None] | _CaseFileError:
+    """The case's decoded images, or the error that makes it unusable (reported later, in order)."""
+    try:
+        return _load(spec.wli, settings), _load(spec.nbi, settings) if spec.nbi else None
+    except _CaseFileError as err:
+        return err
+
+
 def _check_cases(
-    session: Session, specs: list[CaseSpec], classes: set[str], settings: Settings, report: ImportReport
+    session: Session,
+    specs: list[CaseSpec],
+    loaded: dict[str, tuple[CheckedImage, CheckedImage | None] | _CaseFileError],
+    classes: set[str],
+    report: ImportReport,
 ) -> list[_Ready]:
     existing = {
         c.case_key: c for c in session.scalars(select(Case).where(Case.case_key.in_([s.case_key for s in specs])))
@@ -160,12 +195,11 @@ def _check_cases(
                 )
             )
             continue
-        try:
-            wli = _load(spec.wli, settings)
-            nbi = _load(spec.nbi, settings) if spec.nbi else None
-        except _CaseFileError as err:
-            report.problems.append(Problem(spec.case_key, err.file, err.reason))
+        images = loaded[spec.case_key]
+        if isinstance(images, _CaseFileError):
+            report.problems.append(Problem(spec.case_key, images.file, images.reason))
             continue
+        wli, nbi = images
         if spec.case_key in existing:
             _compare_existing(existing[spec.case_key], wli, nbi, spec, report)
             continue
