@@ -27,7 +27,7 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="URL", help="database URL (default: MICS_DB_URL or sqlite:///data/mics.db)")
 
 
-TRAIN_FLAGS = (("backbone", str), ("image_size", int), ("pretrain_epochs", int), ("finetune_epochs", int))
+TRAIN_FLAGS = (("backbone", str), ("image_size", int), ("pretrain_epochs", int), ("finetune_steps", int))
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
@@ -190,6 +190,24 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({short(str(err.filename), ECHO_CHARS)})" if err.filename else ""
         print(f"error: {err.strerror or err}{where}; check the path and its permissions", file=sys.stderr)
         return 2
+    except Exception as err:
+        problem = _database_problem(err)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+
+
+def _database_problem(err: Exception) -> str | None:
+    """One sentence for a database URL that is malformed or a database that cannot be opened."""
+    from sqlalchemy.exc import ArgumentError, DatabaseError
+
+    if isinstance(err, ArgumentError):
+        return f"the database URL is not usable ({short(str(err), REASON_CHARS)}); {SUBCOMMANDS_HELP}"
+    if isinstance(err, DatabaseError):
+        detail = str(err.orig or err).strip() or type(err).__name__
+        return f"the database cannot be opened or used: {short(detail.splitlines()[0], REASON_CHARS)}; check the URL"
+    return None
 
 
 class UserFacingError(Exception):
@@ -298,7 +316,14 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
     from mics_core.config import TrainSettings
-    from mics_core.evaluation.benchmark import METHODS, format_table, run_benchmark, summarise, write_json
+    from mics_core.evaluation.benchmark import (
+        METHOD_FUNCTIONS,
+        METHODS,
+        format_table,
+        run_benchmark,
+        summarise,
+        write_json,
+    )
 
     overrides = _train_overrides(args)
     if args.baseline_steps is not None:
@@ -310,12 +335,14 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as err:
         raise UserFacingError(str(err)) from None
     methods = tuple(args.methods or METHODS)
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(METHOD_FUNCTIONS)
     if unknown:
-        raise UserFacingError(f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
+        raise UserFacingError(
+            f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(METHOD_FUNCTIONS)}"
+        )
     print(
         f"settings: {train.pretrain.backbone} at {train.pretrain.image_size} px, "
-        f"pre-train {train.pretrain.epochs} epochs, fine-tune {train.finetune.epochs} epochs, "
+        f"pre-train {train.pretrain.epochs} epochs, fine-tune {train.finetune.steps} steps, "
         f"baselines {train.baseline.steps} steps, device {train.device}",
         flush=True,
     )

@@ -210,3 +210,20 @@ def test_users_add_makes_the_first_admin_with_the_password_from_stdin(settings, 
     _one_error_line(capsys.readouterr(), "no password given")
     assert main(["users", "list", "--db", settings.db_url]) == 0
     assert capsys.readouterr().out == "root\tadmin\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("nonsense", "the database URL is not usable"),
+        ("foo://x", "the database URL is not usable"),
+        ("postgresql+psycopg://nobody@127.0.0.1:1/x", "the database cannot be opened"),
+        ("sqlite:///{tmp}/not-a.db", "file is not a database"),
+    ],
+)
+def test_a_bad_database_url_is_one_sentence(tmp_path, capsys, url, fragment):
+    from mics_core.cli import main
+
+    (tmp_path / "not-a.db").write_text("garbage " * 100)
+    assert main(["stats", "--db", url.format(tmp=tmp_path)]) == 2
+    _one_error_line(capsys.readouterr(), fragment)
