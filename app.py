@@ -7,7 +7,8 @@ the runs Streamlit makes without this script (the `pages/` folder, on a fresh se
 sidebar lists the pages the role allows.
 
 The first administrator is created on the server (`python -m mics_core users add
---admin NAME`); the browser offers it only when the server listens on localhost only.
+--admin NAME`); the browser offers it only when the server listens on localhost only and
+is visited directly, not through a proxy.
 `MICS_AUTH=none` runs without accounts, but only on a localhost-only server.
 """
 
@@ -48,11 +49,11 @@ FIRST_ADMIN_COMMAND = "python -m mics_core users add --admin NAME"
 
 def first_admin_screen() -> None:
     st.title("Welcome to MICS Studio")
-    if not first_admin_in_browser(st.get_option("server.address")):
+    if not first_admin_in_browser(st.get_option("server.address"), _ui.through_proxy()):
         st.write("There is no administrator yet. Whoever runs the server creates the first one there:")
         st.code(FIRST_ADMIN_COMMAND, language="bash")
         st.write("Then reload this page and sign in.")
-        st.caption("This screen offers to create it only when the server listens on localhost only.")
+        st.caption("This screen offers to create it only on a server that listens on localhost only, visited directly.")
         return
     st.write("Create the administrator account. You can add colleagues' accounts afterwards under **Admin**.")
     with st.form("first_admin"):

@@ -78,13 +78,30 @@ def sign_in_as(account: User) -> None:
     st.session_state["user"] = SignedIn(account.id, account.username, account.role)
 
 
+def remote_address() -> str | None:
+    """The browser's address as Streamlit reports it (None from localhost; only a string
+    counts, AppTest's stand-in runtime gives none)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else None
+
+
 def client_id() -> str:
     """Who is signing in, for the sign-in throttle: the connection's address, or, where
     Streamlit gives none (localhost, or a reverse proxy on this host), this browser session."""
-    address = st.context.ip_address
+    address = remote_address()
     if address:
         return f"ip:{address}"
     return "session:" + st.session_state.setdefault("_client", secrets.token_hex(8))
+
+
+FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-Ip")
+
+
+def through_proxy() -> bool:
+    """Whether this browser did not connect from this machine directly: it has an address
+    Streamlit reports (not localhost), or a proxy forwarded the request."""
+    headers = st.context.headers
+    return remote_address() is not None or any(name in headers for name in FORWARDING_HEADERS)
 
 
 def refresh_user() -> SignedIn | None:

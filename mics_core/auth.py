@@ -175,11 +175,12 @@ def create_first_admin(session: Session, username: str, password: str) -> User:
     return create_user(session, username, password, "admin")
 
 
-def first_admin_in_browser(server_address: str | None) -> bool:
+def first_admin_in_browser(server_address: str | None, through_proxy: bool = False) -> bool:
     """Whether the browser may create the first administrator: only on a server that listens
-    on localhost, where whoever opens it is whoever started it. Elsewhere the first admin is
-    made on the server: `python -m mics_core users add --admin NAME`."""
-    return (server_address or "") in LOCAL_ADDRESSES
+    on localhost, visited directly (not `through_proxy`), where whoever opens it is whoever
+    started it. Elsewhere the first admin is made on the server:
+    `python -m mics_core users add --admin NAME`."""
+    return (server_address or "") in LOCAL_ADDRESSES and not through_proxy
 
 
 def authenticate(

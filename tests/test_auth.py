@@ -251,6 +251,10 @@ def test_the_browser_may_not_create_the_first_admin_on_a_server_others_can_reach
     assert not first_admin_in_browser(address)
 
 
+def test_the_browser_may_not_create_the_first_admin_through_a_proxy_even_on_localhost():
+    assert not first_admin_in_browser("127.0.0.1", through_proxy=True)
+
+
 def _at_once(calls: list) -> list[object]:
     """Run the calls in threads released together; each one's result or exception."""
     start = threading.Barrier(len(calls))

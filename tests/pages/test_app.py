@@ -53,6 +53,14 @@ def test_on_a_reachable_server_the_first_admin_is_made_on_the_command_line_not_i
     assert app.code[0].value == "python -m mics_core users add --admin NAME"
 
 
+def test_through_a_proxy_the_first_admin_is_made_on_the_command_line_even_on_localhost(fresh, monkeypatch):
+    import ui
+
+    monkeypatch.setattr(ui, "through_proxy", lambda: True)
+    app = fresh()
+    assert not app.text_input and app.code[0].value == "python -m mics_core users add --admin NAME"
+
+
 def test_first_run_creates_the_first_admin_and_signs_them_in(fresh):
     app = fresh()
     assert app.title[0].value == "Welcome to MICS Studio"
