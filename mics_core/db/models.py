@@ -238,13 +238,17 @@ class Prediction(Base):
 
 
 class Worker(Base):
-    """A worker process; alive while its heartbeat is recent (the app starts one when none is)."""
+    """A worker process; alive while its heartbeat is recent (the app starts one when none is).
+
+    A worker that stops cleanly removes its row; one killed outright is marked "gone" by the
+    next worker or app that finds its heartbeat older than the lease (the row is its trace)."""
 
     __tablename__ = "workers"
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
     device: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(10), default="alive", server_default="alive")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))

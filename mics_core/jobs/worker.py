@@ -4,7 +4,13 @@
 image store) is a worker; the app starts a local one when none is alive. A heartbeat
 thread keeps the worker's and its job's heartbeat fresh even during a long step; a
 worker killed outright stops heart-beating and its job is re-queued once, then failed,
-by whichever worker or app next looks (`reap_stale`).
+by whichever worker or app next looks (`reap_stale`); its row is marked "gone" then too
+(`mark_gone`).
+
+The app's local worker is one per data root, always: `ensure_local_worker` starts it
+holding a file lock that the worker process inherits and keeps for its whole life (the
+operating system drops it when the process dies, even by kill -9), so a second request
+while the first worker is still starting up, before it registers, starts nothing.
 """
 
 from __future__ import annotations
@@ -21,18 +27,22 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from mics_core.config import Settings, TrainSettings
-from mics_core.db import Database, init_db
+from mics_core.db import Database, connect, init_db
 from mics_core.db.models import Job, JobStatus, Worker, utcnow
 from mics_core.devices import resolve_device
 from mics_core.jobs.queue import claim_next, finish, reap_stale, report_progress
 from mics_core.jobs.retrain import run_retrain
+from mics_core.store import file_lock
 from mics_core.train import Cancelled, Reporter
 
 HEARTBEAT_SECONDS = 5.0
 PROGRESS_SECONDS = 1.0
+# Under the data root: held by the local worker `ensure_local_worker` started, while it lives.
+LOCAL_WORKER_LOCK = "worker.lock"
 
 
 class JobReporter(Reporter):
@@ -98,8 +108,8 @@ def _heartbeat(db: Database, worker_id: str, state: dict, stop: threading.Event)
     while not stop.wait(HEARTBEAT_SECONDS):
         with db.session() as session:
             worker = session.get(Worker, worker_id)
-            if worker is not None:
-                worker.heartbeat_at, worker.job_id = utcnow(), state.get("job")
+            if worker is not None:  # a worker that was only stalled past its lease is alive again
+                worker.heartbeat_at, worker.job_id, worker.status = utcnow(), state.get("job"), "alive"
             if state.get("job") is not None:
                 job = session.get(Job, state["job"])
                 if job is not None and job.status == JobStatus.RUNNING:
@@ -127,6 +137,8 @@ def run_worker(
             with db.session() as session:
                 for job_id in reap_stale(session, settings.lease_seconds):
                     log(f"job {job_id}: its worker stopped responding")
+                for gone in mark_gone(session, settings.lease_seconds):
+                    log(f"worker {gone} stopped responding; marked gone")
                 job = claim_next(session, worker_id)
             if job is None:
                 if once:
@@ -155,17 +167,44 @@ def _exit_on_sigterm(_signum, _frame) -> None:
     raise SystemExit(0)
 
 
+def mark_gone(session: Session, lease_seconds: float) -> list[str]:
+    """Mark the workers whose heartbeat is older than the lease "gone" (killed or lost
+    power: a worker that stops cleanly removes its own row); return their ids."""
+    cutoff = utcnow() - timedelta(seconds=lease_seconds)
+    rows = session.scalars(
+        update(Worker)
+        .where(Worker.status == "alive", Worker.heartbeat_at < cutoff)
+        .values(status="gone")
+        .returning(Worker.id)
+    )
+    return list(rows)
+
+
 def live_workers(db: Database, within_seconds: float = 3 * HEARTBEAT_SECONDS) -> list[Worker]:
     cutoff = utcnow() - timedelta(seconds=within_seconds)
     with db.session() as session:
-        return list(session.scalars(select(Worker).where(Worker.heartbeat_at >= cutoff)))
+        return list(session.scalars(select(Worker).where(Worker.status == "alive", Worker.heartbeat_at >= cutoff)))
 
 
 def ensure_local_worker(settings: Settings, device: str = "cpu") -> int | None:
-    """Start a background worker on this machine when none is alive; return its pid (None if one was)."""
-    db = init_db(settings.db_url)
-    if live_workers(db):
-        return None
+    """Start a background worker on this machine when none is alive or starting; return its
+    pid (None when one was already there). The caller has created the schema (`init_db`);
+    migrating here could run Alembic in two threads at once, which it does not support."""
+    db = connect(settings.db_url)
+    with db.session() as session:
+        mark_gone(session, settings.lease_seconds)
+    with file_lock(Path(settings.data_root) / LOCAL_WORKER_LOCK, wait=False) as lock:
+        if lock is None or live_workers(db):  # None: the local worker holds it (it may still be starting)
+            return None
+        process = _start_worker(settings, device, lock)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not live_workers(db) and process.poll() is None:
+        time.sleep(0.2)
+    return process.pid
+
+
+def _start_worker(settings: Settings, device: str, lock: int) -> subprocess.Popen:
+    """The worker process, given the locked descriptor `lock` so it holds the lock while it lives."""
     log_path = Path(settings.data_root) / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     project = str(Path(__file__).resolve().parents[2])
@@ -176,14 +215,11 @@ def ensure_local_worker(settings: Settings, device: str = "cpu") -> int | None:
         "PYTHONPATH": os.pathsep.join(filter(None, [project, os.environ.get("PYTHONPATH")])),
     }
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "mics_core", "worker", "--device", device],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            pass_fds=(lock,),
         )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not live_workers(db) and process.poll() is None:
-        time.sleep(0.2)
-    return process.pid

@@ -218,3 +218,74 @@ def test_a_job_chooses_its_settings_but_not_which_gpu():
     chosen = job_settings({"backbone": "test_resnet", "gpus": 8, "unknown": 1}, "cpu", gpus=2)
     assert (chosen.pretrain.backbone, chosen.gpus) == ("test_resnet", 8)
     assert job_settings({}, "cpu", gpus=2).gpus == 2
+
+
+def _end(pid: int, sig: int = signal.SIGTERM) -> None:
+    """Stop a worker this test started through `ensure_local_worker` (its child) and reap it."""
+    try:
+        os.kill(pid, sig)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def _worker_rows(db) -> dict[str, str]:
+    from mics_core.db.models import Worker
+
+    with db.session() as s:
+        return dict(s.execute(sa.select(Worker.id, Worker.status)).all())
+
+
+def test_one_local_worker_even_while_the_first_is_starting_and_a_killed_one_is_marked_gone(tmp_path, db_url):
+    """Two requests at once (two sessions pressing Retrain) start one worker, even though it
+    takes seconds to register; once that worker is killed with kill -9, its row is marked gone
+    and the next request starts a new one."""
+    import threading
+    from dataclasses import replace
+
+    from mics_core.db import init_db
+    from mics_core.jobs.worker import ensure_local_worker, live_workers
+
+    settings = Settings(db_url=db_url, data_root=tmp_path / "data", lease_seconds=6)
+    db = init_db(db_url)
+    barrier, pids = threading.Barrier(2), []
+
+    def press_retrain() -> None:
+        barrier.wait()
+        pids.append(ensure_local_worker(settings))
+
+    callers = [threading.Thread(target=press_retrain) for _ in range(2)]
+    started = []
+    try:
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(timeout=120)
+        started = [pid for pid in pids if pid is not None]
+        assert len(pids) == 2 and len(started) == 1, pids
+        _wait(lambda: len(live_workers(db)) == 1, timeout=60, what="the worker to register")
+        assert ensure_local_worker(settings) is None  # registered and holding the lock
+        (first,) = live_workers(db)
+        _end(started[0], signal.SIGKILL)
+        time.sleep(settings.lease_seconds + 1)
+        started.append(ensure_local_worker(replace(settings)))
+        assert started[-1] is not None and started[-1] != started[0]
+        assert _worker_rows(db)[first.id] == "gone"
+        _wait(lambda: [w.pid for w in live_workers(db)] == [started[-1]], timeout=60, what="the new worker")
+    finally:
+        for pid in started:
+            _end(pid)
+
+
+def test_a_worker_marks_rows_of_workers_that_stopped_heart_beating_gone(settings, db):
+    from datetime import timedelta
+
+    from mics_core.db.models import Worker, utcnow
+    from mics_core.jobs.worker import live_workers, run_worker
+
+    with db.session() as s:
+        s.add(Worker(id="killed", host="h", pid=1, device="cpu", heartbeat_at=utcnow() - timedelta(minutes=10)))
+        s.add(Worker(id="busy", host="h", pid=2, device="cpu", heartbeat_at=utcnow()))
+    assert run_worker(settings, once=True, log=lambda _line: None) == 0
+    assert _worker_rows(db) == {"killed": "gone", "busy": "alive"}  # its own row removed on leaving
+    assert [w.id for w in live_workers(db)] == ["busy"]
