@@ -117,8 +117,12 @@ def test_a_clinician_labels_retrains_reviews_explores_and_exports(browser_page, 
     SHOTS.mkdir(parents=True, exist_ok=True)
     print(f"\nscreenshots: {SHOTS}")
 
+    page.goto(f"{url}/overview")  # a fresh server runs pages/overview.py itself, without app.py
+    page.get_by_text("You do not have access to this screen").wait_for()
+    assert page.get_by_test_id("stSidebarNav").count() == 0 and page.get_by_role("heading").count() == 0
     page.goto(url)
     page.get_by_role("heading", name="Welcome to MICS Studio").wait_for()
+    assert page.get_by_test_id("stSidebarNav").count() == 0 and page.get_by_text("None", exact=True).count() == 0
     page.get_by_label("User name").fill("dr.kim")
     page.get_by_label("Password (at least 8 characters)").fill("a long password")
     page.get_by_label("Repeat the password").fill("a long password")
