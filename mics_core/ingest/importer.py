@@ -26,7 +26,14 @@ from sqlalchemy.orm import Session
 from mics_core.config import Settings
 from mics_core.db import Database
 from mics_core.db.models import Case, Image, ImportBatch
-from mics_core.imaging import BadImageError, CheckedImage, check_image, computed_view, make_thumbnail
+from mics_core.imaging import (
+    BadImageError,
+    CheckedImage,
+    check_image,
+    check_image_file,
+    computed_view,
+    make_thumbnail,
+)
 from mics_core.ingest.archive import unpacked_zip
 from mics_core.ingest.sources import CaseSpec, Problem, check_case_key, discover, read_csv_text
 from mics_core.labels import add_classes, annotate, class_ids, class_names, current_labels
@@ -77,9 +84,12 @@ class _Ready:
 
 
 @contextmanager
-def _opened(source: Path, settings: Settings) -> Iterator[tuple[Path, list[Problem]]]:
+def _opened(source: Path, settings: Settings, name: str) -> Iterator[tuple[Path, list[Problem]]]:
     if source.is_file() and source.suffix.lower() == ".zip":
-        with unpacked_zip(source, settings.max_unzipped_bytes, settings.max_zip_entries) as opened:
+        workdir = Path(settings.data_root) / "incoming"
+        with unpacked_zip(
+            source, settings.max_unzipped_bytes, settings.max_zip_entries, workdir=workdir, name=name
+        ) as opened:
             yield opened
     else:
         with nullcontext((source, [])) as opened:
@@ -122,9 +132,9 @@ def import_source(
     report = ImportReport(display_name or source.name)
     extra_labels, label_problems = read_labels_csv(labels_csv) if labels_csv else ({}, [])
     report.problems += label_problems
-    with _opened(source, settings) as (root, zip_problems):
+    with _opened(source, settings, report.source) as (root, zip_problems):
         report.problems += zip_problems
-        specs, problems = discover(root)
+        specs, problems = discover(root, report.source)
         report.problems += problems
         if not use_labels:
             specs = [replace(s, label=None) for s in specs]
@@ -134,6 +144,7 @@ def import_source(
             _lock_imports(session)
             classes = _class_list(session, specs, report)
             ready = _check_cases(session, specs, loaded, classes, report)
+            _note_scaled(ready, report)
             _write(session, ready, ImageStore(settings), settings, report, user_id)
             _label_existing(session, extra_labels, specs, classes, report, user_id)
     return report
@@ -149,6 +160,16 @@ def _lock_imports(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _IMPORT_LOCK_KEY})
     else:
         session.execute(update(ImportBatch).where(false()).values(source=ImportBatch.source))
+
+
+def _note_scaled(ready: list[_Ready], report: ImportReport) -> None:
+    """Say so when images were scaled from 16 or 32 bits to 8: the stored picture is not the file's pixels."""
+    scaled = [img.scaled_from for item in ready for img in (item.wli, item.nbi) if img and img.scaled_from]
+    if scaled:
+        depths = " or ".join(sorted(set(scaled)))
+        report.notes.append(
+            f"{len(scaled)} image(s) with {depths} pixels were scaled to 8 bits, each by its own range of values"
+        )
 
 
 def _with_label(spec: CaseSpec, label: str | None) -> CaseSpec:
@@ -186,6 +207,7 @@ def _check_cases(
         c.case_key: c for c in session.scalars(select(Case).where(Case.case_key.in_([s.case_key for s in specs])))
     }
     known_hashes = _case_of_hash(session)
+    this_import: set[str] = set()
     ready: list[_Ready] = []
     for spec in specs:
         if spec.label and spec.label not in classes:
@@ -203,19 +225,30 @@ def _check_cases(
         if spec.case_key in existing:
             _compare_existing(existing[spec.case_key], wli, nbi, spec, report)
             continue
-        duplicate = next((known_hashes[img.sha256] for img in (wli, nbi) if img and img.sha256 in known_hashes), None)
-        if duplicate is None and nbi and nbi.sha256 == wli.sha256:
-            duplicate = spec.case_key
-        if duplicate is not None:
-            report.problems.append(
-                Problem(spec.case_key, spec.wli.name, f"the same image file is already case {duplicate!r}")
-            )
+        if duplicate := _duplicate(spec, wli, nbi, known_hashes, this_import):
+            report.problems.append(Problem(spec.case_key, *duplicate))
             continue
         for img in (wli, nbi):
             if img:
                 known_hashes[img.sha256] = spec.case_key
+        this_import.add(spec.case_key)
         ready.append(_Ready(spec, wli, nbi))
     return ready
+
+
+def _duplicate(
+    spec: CaseSpec, wli: CheckedImage, nbi: CheckedImage | None, known_hashes: dict[str, str], this_import: set[str]
+) -> tuple[str, str] | None:
+    """(file, reason) when a new case's images are already in use (by itself or another case), else None."""
+    if nbi is not None and nbi.sha256 == wli.sha256:
+        reason = "the WLI and NBI images are the same file; give the case its real NBI image, or leave NBI out"
+        return spec.wli.name, reason + " to have one computed"
+    for img, path, modality in ((wli, spec.wli, "WLI"), (nbi, spec.nbi, "NBI")):
+        if img is not None and img.sha256 in known_hashes:
+            other = known_hashes[img.sha256]
+            where = " earlier in this import" if other in this_import else ""
+            return path.name, f"the {modality} image is the same file as an image of case {other!r}{where}"
+    return None
 
 
 class _CaseFileError(Exception):
@@ -224,7 +257,9 @@ class _CaseFileError(Exception):
 
 
 def _load(path: Path, settings: Settings) -> CheckedImage:
+    """Check the file's size and the pixel count its header declares before reading it whole."""
     try:
+        check_image_file(path, settings.max_image_pixels)
         return check_image(path.read_bytes(), path.name, settings.max_image_pixels)
     except BadImageError as err:
         raise _CaseFileError(path.name, str(err)) from None

@@ -3,7 +3,9 @@ authors' `<class>_WLI/` + `<class>_NBI/` folders, or a zip of any of them.
 
 Discovery only pairs files and reads the manifest; it never opens images. Problems that
 concern one case become `Problem` lines (the case is skipped, the rest imports); problems
-that make the whole source unusable raise `SourceError`.
+that make the whole source unusable raise `SourceError`. Nothing outside the source is
+ever read: manifest paths may not leave the manifest's folder, and a link (symlink) in a
+folder layout that leads out of the source folder is reported, never followed.
 """
 
 from __future__ import annotations
@@ -53,24 +55,31 @@ class Problem:
         return {"case_id": self.case_key, "file": self.file, "reason": self.reason}
 
 
-def discover(root: Path) -> tuple[list[CaseSpec], list[Problem]]:
-    """The cases in a manifest CSV or a folder (see the module docstring for layouts)."""
+def discover(root: Path, name: str | None = None) -> tuple[list[CaseSpec], list[Problem]]:
+    """The cases in a manifest CSV or a folder (see the module docstring for layouts).
+
+    `name` is what messages call the source: the user's zip file when `root` is the folder
+    it was unpacked into (whose name means nothing to them)."""
+    shown = name or root.name
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise SourceError(f"{root.name} is not a manifest CSV, a folder or a zip file")
         return read_manifest(root)
     if not root.is_dir():
         raise SourceError(f"{root} does not exist")
+    base = root.resolve()
     root = _descend_single_folder(root)
     if (root / "manifest.csv").is_file():
+        if not (root / "manifest.csv").resolve().is_relative_to(base):
+            raise SourceError(f"manifest.csv in {shown} is a link to a file outside it; copy the file itself in")
         return read_manifest(root / "manifest.csv")
     children = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
     if "wli" in children:
-        return _pair_folders(children["wli"], children.get("nbi"), class_of=_class_subfolder)
+        return _pair_folders(children["wli"], children.get("nbi"), base, class_of=_class_subfolder)
     if any(name.endswith("_wli") for name in children):
-        return _pair_authors_layout(children)
+        return _pair_authors_layout(children, base)
     raise SourceError(
-        f"no images found in the expected layout in {root.name}: use a manifest.csv, "
+        f"no images found in the expected layout in {shown}: use a manifest.csv, "
         "WLI/ and NBI/ folders, or <class>_WLI/ and <class>_NBI/ folders"
     )
 
@@ -172,18 +181,34 @@ def _class_subfolder(modality_root: Path, path: Path) -> str | None:
     return parts[0] if len(parts) > 1 else None
 
 
-def _files(root: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not any(_ignored(Path(part)) for part in p.relative_to(root).parts)
-    )
+_FILE_LINK_OUT = "the file is a link to a place outside the import folder, so it was not read; copy the image itself in"
+_FOLDER_LINK_OUT = "the folder is a link to a place outside the import folder, so it was not read; copy the images in"
 
 
-def _index_by_key(root: Path, class_of, problems: list[Problem]) -> dict[str, tuple[Path, str | None]]:
+def _files(root: Path, base: Path, problems: list[Problem]) -> list[Path]:
+    """The files under `root`, sorted; a link that leads out of `base`, the source folder
+    (a file link, a folder link, or `root` itself), becomes a problem and is never read.
+    Links to folders are not descended into (`rglob`), so only their own target is checked."""
+    if not root.resolve().is_relative_to(base):
+        problems.append(Problem("", f"{root.name}/", _FOLDER_LINK_OUT))
+        return []
+    files = []
+    for path in sorted(root.rglob("*")):
+        if any(_ignored(Path(part)) for part in path.relative_to(root).parts):
+            continue
+        if not path.resolve().is_relative_to(base):
+            if path.is_file() or path.is_dir():
+                what = _FILE_LINK_OUT if path.is_file() else _FOLDER_LINK_OUT
+                problems.append(Problem(path.stem, str(path.relative_to(root.parent)), what))
+        elif path.is_file():
+            files.append(path)
+    return files
+
+
+def _index_by_key(root: Path, base: Path, class_of, problems: list[Problem]) -> dict[str, tuple[Path, str | None]]:
     """`{case key: (file, class)}`; the key is `<class>/<stem>` with class folders."""
     found: dict[str, list[tuple[Path, str | None]]] = defaultdict(list)
-    for path in _files(root):
+    for path in _files(root, base, problems):
         label = class_of(root, path)
         key = f"{label}/{path.stem}" if label else path.stem
         found[key].append((path, label))
@@ -199,10 +224,10 @@ def _index_by_key(root: Path, class_of, problems: list[Problem]) -> dict[str, tu
     return index
 
 
-def _pair_folders(wli_root: Path, nbi_root: Path | None, class_of) -> tuple[list[CaseSpec], list[Problem]]:
+def _pair_folders(wli_root: Path, nbi_root: Path | None, base: Path, class_of) -> tuple[list[CaseSpec], list[Problem]]:
     problems: list[Problem] = []
-    wli = _index_by_key(wli_root, class_of, problems)
-    nbi = _index_by_key(nbi_root, class_of, problems) if nbi_root else {}
+    wli = _index_by_key(wli_root, base, class_of, problems)
+    nbi = _index_by_key(nbi_root, base, class_of, problems) if nbi_root else {}
     by_stem = defaultdict(list)
     for key in wli:
         by_stem[key.rsplit("/", 1)[-1]].append(key)
@@ -218,18 +243,18 @@ def _pair_folders(wli_root: Path, nbi_root: Path | None, class_of) -> tuple[list
     return specs, problems
 
 
-def _pair_authors_layout(children: dict[str, Path]) -> tuple[list[CaseSpec], list[Problem]]:
+def _pair_authors_layout(children: dict[str, Path], base: Path) -> tuple[list[CaseSpec], list[Problem]]:
     specs: list[CaseSpec] = []
     problems: list[Problem] = []
     for name, folder in sorted(children.items()):
         if name.endswith("_nbi") and f"{name[:-4]}_wli" not in children:
-            for path in _files(folder):
+            for path in _files(folder, base, problems):
                 problems.append(Problem(path.stem, f"{folder.name}/{path.name}", "NBI image without its WLI image"))
         if not name.endswith("_wli"):
             continue
         label = folder.name[:-4]
         nbi_folder = children.get(f"{name[:-4]}_nbi")
-        found, lost = _pair_folders(folder, nbi_folder, class_of=lambda _root, _path: None)
+        found, lost = _pair_folders(folder, nbi_folder, base, class_of=lambda _root, _path: None)
         specs += [CaseSpec(f"{label}/{s.case_key}", s.wli, s.nbi, label) for s in found]
         problems += [Problem(f"{label}/{p.case_key}", p.file, p.reason) for p in lost]
     return specs, problems

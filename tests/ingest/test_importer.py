@@ -262,7 +262,7 @@ def test_the_same_file_under_two_case_ids_is_imported_once(tmp_path, db, setting
     make_manifest(src, ["first,x.png,,,", "second,copy.png,,,"])
     report = import_source(src / "manifest.csv", db, settings)
     assert report.imported == ["first"]
-    assert "already case 'first'" in _reasons(report)["second"]
+    assert "the same file as an image of case 'first' earlier in this import" in _reasons(report)["second"]
     later = make_manifest(tmp_path / "later", ["third,../dup/x.png,,,"])
     assert not import_source(later, db, settings).imported
 
