@@ -119,3 +119,15 @@ def test_describe_url_names_the_backend_and_masks_the_password():
 
     shown = describe_url("postgresql+psycopg://mics:s3cret@db.example:5432/mics")
     assert shown.startswith("postgresql — ") and "s3cret" not in shown and "db.example" in shown
+
+
+def test_the_migrations_build_exactly_the_schema_the_models_describe(db_url):
+    """A column added to a model without its migration (or the reverse) shows up here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from mics_core.db.models import Base
+
+    db = init_db(db_url)
+    with db.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
