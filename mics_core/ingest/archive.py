@@ -62,7 +62,7 @@ def unsafe_entry_reason(info: zipfile.ZipInfo, max_ratio: float = MAX_RATIO) -> 
     ratio = info.file_size / max(info.compress_size, 1)
     if info.file_size > RATIO_FLOOR_BYTES and ratio > max_ratio:
         return (
-            f"the file would grow {ratio:,.0f}-fold when unpacked, which only a zip bomb does "
+            f"the file would grow {ratio:,.0f}-fold when unpacked, as only a malicious 'zip bomb' does "
             f"(at most {max_ratio:g}-fold is accepted), so it was not unpacked"
         )
     return None
