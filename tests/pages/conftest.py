@@ -11,10 +11,16 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import mics_core.jobs.worker  # noqa: F401  (see below)
 from mics_core.auth import create_user
 from mics_core.config import Settings
 from mics_core.db import Database, init_db
 from ui import SignedIn
+
+# The pages import torch and timm (through mics_core.jobs.worker); imported here, at
+# collection, so that a page's first run does not spend those seconds (15 and more on a
+# busy machine) after a test wrote a worker heartbeat and before the page reads it:
+# live_workers only counts heartbeats from the last 3 * HEARTBEAT_SECONDS.
 
 ROOT = Path(__file__).resolve().parents[2]
 
