@@ -34,9 +34,12 @@ class Settings:
     # Images above this many pixels are refused (decompression-bomb guard).
     # 40 MP is ~10x the largest endoscopy frames we know of.
     max_image_pixels: int = 40_000_000
-    # Zip uploads: refuse archives that would unpack to more than this.
-    max_unzipped_bytes: int = 20 * 1024**3
+    # Zip uploads: refuse archives that would unpack to more than this (4 GiB: about 20,000
+    # endoscopy frames; larger sets import as folders), or with an entry compressed more than
+    # `max_zip_ratio`-fold (images deflate 1-30-fold, bombs about 1000-fold).
+    max_unzipped_bytes: int = 4 * 1024**3
     max_zip_entries: int = 200_000
+    max_zip_ratio: float = 200.0
     thumbnail_size: int = 256
     # Retrain pre-trains again when the number of cases grew by more than this share.
     pretrain_growth: float = 0.5
@@ -75,6 +78,7 @@ class Settings:
             max_image_pixels=_env_int("MICS_MAX_IMAGE_PIXELS", cls.max_image_pixels),
             max_unzipped_bytes=_env_int("MICS_MAX_UNZIPPED_BYTES", cls.max_unzipped_bytes),
             max_zip_entries=_env_int("MICS_MAX_ZIP_ENTRIES", cls.max_zip_entries),
+            max_zip_ratio=float(os.environ.get("MICS_MAX_ZIP_RATIO") or cls.max_zip_ratio),
             pretrain_growth=float(os.environ.get("MICS_PRETRAIN_GROWTH") or cls.pretrain_growth),
             lease_seconds=float(os.environ.get("MICS_LEASE_SECONDS") or cls.lease_seconds),
             demo_pairs=_env_int("MICS_DEMO_PAIRS", cls.demo_pairs),
@@ -87,9 +91,8 @@ class PretrainSettings:
     """Stage 1, synergistic pre-training: everything that shapes the encoders, and so the
     pre-training's identity (`pretraining_key`)."""
 
-    # CPU preset by measurement (README, "Presets"): resnet10t's pre-training pays on real images
-    # (HyperKvasir, 10 % labels: MICS 0.50 on random encoders, 0.59-0.64 after 40 epochs at 64 px), where
-    # mobilenetv3_small_100, faster per step, never learnt the cross-modal losses and lost 9-26 points.
+    # The defaults are the small random-init path (tests, ablations); the presets (`TrainSettings.preset`)
+    # are what the product runs: ImageNet EfficientNet-Lite0 on the CPU.
     backbone: str = "resnet10t"
     image_size: int = 64
     # None: random init; "imagenet": the ImageNet weights a pinned package ships (model.weights);
@@ -117,25 +120,30 @@ class PretrainSettings:
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """Stage 2, fusion fine-tuning on cached frozen-encoder tokens; changing it never re-pre-trains."""
+    """Stage 2, fusion fine-tuning on cached pooled features of the frozen encoders; changing it
+    never re-pre-trains. README, "Learning core", gives the measurements behind each default."""
 
-    fusion_dim: int = 128
-    fusion_blocks: int = 2
-    fusion_heads: int = 4
-    epochs: int = 10  # longer over-fits a few dozen labels: 0.32 at 40, 0.35 at 10 (demo, 10 %)
+    # Candidate fusion heads by hidden width (0: a linear fusion of the two views' pooled
+    # features); the one with the best out-of-fold log-loss on the labels is trained.
+    heads: tuple[int, ...] = (0, 256)
+    folds: int = 5
+    # Weak (crop, flips) and strong (the same plus RandAugment) views of each image, encoded once
+    # through the frozen encoders and cached: the unlabelled pairs' consistency targets.
+    views: int = 2
+    steps: int = 400
     batch: int = 32
-    lr: float = 2e-3
+    unlabelled_batch: int = 64
+    lr: float = 1e-3
     weight_decay: float = 0.01
-    shift: bool = True
-    shift_atoms: int = 32
     semi_supervised: bool = True
+    # on calibrated probabilities (the out-of-fold temperature)
     pseudo_threshold: float = 0.8
-    w_unlabelled: float = 0.5
+    w_unlabelled: float = 1.0
+    # the WLI and NBI heads' share of the loss (they give the per-view predictions and their conflict)
+    w_views: float = 0.5
     modality_dropout: float = 0.15
-    kl_weight: float = 0.1
-    calibration_fraction: float = 0.2
-    # after the temperature is fitted on the held-out labels, train the version's model on every label
-    refit: bool = True
+    shift: bool = False
+    shift_atoms: int = 32
 
 
 @dataclass(frozen=True)
@@ -198,28 +206,37 @@ class TrainSettings:
         """Nested (as `to_dict` writes) or flat (versions saved before the split); unknown names are dropped."""
         nested = {stage: data[stage] for stage in STAGES if isinstance(data.get(stage), dict)}
         flat = {k: v for k, v in data.items() if k not in nested and cls.is_setting(k)}
-        settings = cls(**{stage: _PARTS[stage](**values) for stage, values in nested.items()})
+        known = {
+            stage: {k: v for k, v in values.items() if k in _PARTS[stage].__dataclass_fields__}
+            for stage, values in nested.items()
+        }
+        if "heads" in known.get("finetune", {}):
+            known["finetune"]["heads"] = tuple(known["finetune"]["heads"])
+        settings = cls(**{stage: _PARTS[stage](**values) for stage, values in known.items()})
         return settings.replace(**flat)
 
     @classmethod
     def preset(cls, name: str, **overrides: object) -> TrainSettings:
         """`cpu` (the default) or `gpu`, with any field overridden by flat name."""
         presets: dict[str, dict[str, object]] = {
-            "cpu": {},
+            # README, "Presets": ImageNet features beat 40 epochs of stage 1 from random init by 20 points
+            "cpu": {
+                "backbone": "tf_efficientnet_lite0",
+                "image_size": 224,
+                "weights": "imagenet",
+                "pretrain_epochs": 0,
+            },
             "gpu": {
                 "backbone": "vit_small_patch16_224",
                 "image_size": 224,
                 "device": "cuda",
                 "pretrain_epochs": 100,
                 "pretrain_batch": 64,
-                "fusion_blocks": 6,
-                "fusion_dim": 384,
-                "fusion_heads": 6,
+                "heads": (0, 256, 1024),
                 "queue_size": 8192,
                 "momentum": 0.995,
                 "pretrain_lr": 3e-4,
                 "baseline_lr": 9e-4,
-                "finetune_epochs": 60,
             },
         }
         if name not in presets:
@@ -229,20 +246,21 @@ class TrainSettings:
     @classmethod
     def from_env(cls, **overrides: object) -> TrainSettings:
         """The preset named by MICS_PRESET with MICS_BACKBONE, MICS_IMAGE_SIZE, MICS_PRETRAIN_EPOCHS,
-        MICS_FINETUNE_EPOCHS, MICS_DEVICE, MICS_WEIGHTS and MICS_GPUS applied, then `overrides`."""
+        MICS_FINETUNE_STEPS, MICS_DEVICE, MICS_WEIGHTS ("none": random init) and MICS_GPUS applied,
+        then `overrides`."""
         env: dict[str, object] = {}
         for name, cast in (
             ("backbone", str),
             ("image_size", int),
             ("pretrain_epochs", int),
-            ("finetune_epochs", int),
+            ("finetune_steps", int),
             ("device", str),
             ("weights", str),
             ("gpus", int),
         ):
             raw = os.environ.get(f"MICS_{name.upper()}")
             if raw:
-                env[name] = cast(raw)
+                env[name] = None if name == "weights" and raw.lower() == "none" else cast(raw)
         return cls.preset(os.environ.get("MICS_PRESET", "cpu"), **{**env, **overrides})
 
 

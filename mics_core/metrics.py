@@ -7,9 +7,17 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, recall_score, roc_auc_score
 
 
-def reliability(probs: np.ndarray, target: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
-    """Equal-width confidence bins: each non-empty bin's mean confidence, accuracy and share of cases."""
+def bin_count(n: int) -> int:
+    """Reliability bins for n cases: about √n (3 for 10 cases, 8 for 60, 15 from 225), so that a bin
+    holds enough cases for its accuracy to mean something."""
+    return int(np.clip(round(np.sqrt(n)), 3, 15))
+
+
+def reliability(probs: np.ndarray, target: np.ndarray, bins: int | None = None) -> list[dict[str, float]]:
+    """Equal-width confidence bins (`bin_count` of them unless given): each non-empty bin's mean
+    confidence, accuracy and share of cases."""
     probs, target = np.asarray(probs, float), np.asarray(target)
+    bins = bin_count(len(target)) if bins is None else bins
     confidence = probs.max(1)
     correct = probs.argmax(1) == target
     edges = np.linspace(0, 1, bins + 1)
@@ -25,9 +33,24 @@ def reliability(probs: np.ndarray, target: np.ndarray, bins: int = 15) -> list[d
     ]
 
 
-def expected_calibration_error(probs: np.ndarray, target: np.ndarray, bins: int = 15) -> float:
+def expected_calibration_error(probs: np.ndarray, target: np.ndarray, bins: int | None = None) -> float:
     """ECE: sum over the reliability bins of |accuracy - confidence| * share."""
     return float(sum(b["share"] * abs(b["accuracy"] - b["confidence"]) for b in reliability(probs, target, bins)))
+
+
+def ece_interval(
+    probs: np.ndarray, target: np.ndarray, level: float = 0.9, draws: int = 500, seed: int = 0
+) -> tuple[float, float]:
+    """A bootstrap interval of the ECE: with a few dozen held-out cases its value alone says little."""
+    probs, target = np.asarray(probs, float), np.asarray(target)
+    rng = np.random.default_rng(seed)
+    bins = bin_count(len(target))
+    samples = [
+        expected_calibration_error(probs[rows], target[rows], bins)
+        for rows in (rng.integers(len(target), size=len(target)) for _ in range(draws))
+    ]
+    low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 def brier(probs: np.ndarray, target: np.ndarray) -> float:
@@ -74,6 +97,7 @@ def evaluate(
         "per_class_recall": dict(zip(class_names, map(float, recall), strict=True)),
         "auc": one_vs_rest_auc(probs, target),
         "ece": expected_calibration_error(probs, target),
+        "ece_interval": ece_interval(probs, target) if len(target) else (float("nan"), float("nan")),
         "brier": brier(probs, target),
         "aurc": aurc(confidence, predicted == target),
     }

@@ -1,6 +1,9 @@
 """Prediction: a model version's calibrated probabilities, uncertainty and features for cases,
 and the prediction rows the screens read.
 
+A case's uncertainty is its calibrated probability of being wrong, 1 - max p: a number a
+clinician can read ("about one in five of these is wrong") and the review queue's ranking.
+
 Every prediction row names the model version that made it, so rolling back to an older
 version shows its predictions again without recomputing them.
 """
@@ -12,35 +15,41 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from mics_core.data import PairRecord
 from mics_core.db.models import Prediction
-from mics_core.features import token_reader
+from mics_core.features import feature_reader
 from mics_core.labels import class_ids
-from mics_core.model.calibration import apply_temperature
 from mics_core.model.checkpoint import MICSModel
-from mics_core.model.fusion import FusionClassifier
+from mics_core.model.heads import FusionHead, HeadEnsemble
 from mics_core.progress import SILENT, Reporter
 
-__all__ = ["predict", "predict_tokens", "write_predictions"]
+__all__ = ["predict", "predict_features", "write_predictions"]
 
 
-def predict_tokens(
-    model: FusionClassifier, tokens: torch.Tensor, temperature: float = 1.0, batch: int = 512
+def predict_features(
+    model: FusionHead | HeadEnsemble, pooled: torch.Tensor, temperature: float = 1.0, batch: int = 4096
 ) -> dict[str, np.ndarray]:
-    """Predictions for (N, 2, T, C) tokens; probabilities calibrated with `temperature`."""
-    model.eval()
+    """Predictions for (N, 2, C) pooled features, every probability scaled by `temperature`."""
     device = next(model.parameters()).device
-    parts: list[dict[str, torch.Tensor]] = []
-    for start in range(0, len(tokens), batch):
-        chunk = tokens[start : start + batch].to(device)
-        parts.append({k: v.cpu() for k, v in model.predict(chunk[:, 0], chunk[:, 1]).items()})
-    out = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]} if parts else {}
-    if out:
-        out["probs"] = apply_temperature(torch.from_numpy(out["probs"]), temperature).numpy()
-    return out
+    parts = [model.predict(pooled[start : start + batch].to(device)) for start in range(0, len(pooled), batch)]
+    if not parts:
+        return {}
+    out = {k: torch.cat([p[k].cpu() for p in parts]) for k in parts[0]}
+    probs, wli, nbi = (F.softmax(out[k] / temperature, 1) for k in ("logits", "logits_wli", "logits_nbi"))
+    return {
+        "probs": probs.numpy(),
+        "uncertainty": (1 - probs.max(1).values).numpy(),
+        "uncertainty_wli": (1 - wli.max(1).values).numpy(),
+        "uncertainty_nbi": (1 - nbi.max(1).values).numpy(),
+        "conflict": (0.5 * (wli - nbi).abs().sum(1)).numpy(),  # total variation between the two views
+        "pred_wli": wli.argmax(1).numpy(),
+        "pred_nbi": nbi.argmax(1).numpy(),
+        "embedding": out["embedding"].numpy(),
+    }
 
 
 def predict(
@@ -50,15 +59,15 @@ def predict(
     reporter: Reporter = SILENT,
     chunk: int = 512,
 ) -> dict[str, np.ndarray]:
-    """Calibrated probabilities, fused and per-view uncertainty, conflict and z_f of each record,
+    """Calibrated probabilities, fused and per-view uncertainty, conflict and embedding of each record,
     `chunk` records at a time (through the feature cache when `cache_root` is given), with progress."""
     parts = []
     total = -(-len(records) // chunk)
     started = time.perf_counter()
-    read = token_reader(model.encoder_state, model.settings, cache_root)
+    read = feature_reader(model.encoder_state, model.settings, cache_root)
     for i in range(total):
-        tokens = read(records[i * chunk : (i + 1) * chunk])
-        parts.append(predict_tokens(model.classifier, tokens, model.temperature))
+        features = read(records[i * chunk : (i + 1) * chunk])
+        parts.append(predict_features(model.classifier, features[:, 0], model.temperature))
         reporter.step("predict", i + 1, total, {"seconds": time.perf_counter() - started})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 

@@ -1,7 +1,7 @@
 """A model version as one file: everything it needs to predict.
 
-A `MICSModel` holds the two encoders, the fusion classifier (with its shift dictionary),
-the temperature, the class list, the settings and the held-out metrics. It saves to one
+A `MICSModel` holds the two encoders, the fusion head (with its shift dictionary), the
+temperature, the class list, the settings and the held-out metrics. It saves to one
 safetensors file whose metadata holds that JSON, so loading it reproduces its predictions
 exactly.
 """
@@ -18,14 +18,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from mics_core.config import TrainSettings
-from mics_core.model.fusion import FusionClassifier
+from mics_core.model.heads import FusionHead, HeadEnsemble
 from mics_core.store import atomic_write
 
 
 @dataclass
 class MICSModel:
     encoder_state: dict[str, torch.Tensor]
-    classifier: FusionClassifier
+    classifier: HeadEnsemble
     temperature: float
     class_names: list[str]
     settings: TrainSettings
@@ -42,21 +42,28 @@ class MICSModel:
             "temperature": self.temperature,
             "metrics": self.metrics,
             "info": self.info,
-            "token_dim": self.classifier.dictionary.atoms.shape[1],
+            "feature_dim": self.classifier.feature_dim,
+            "head_hidden": self.classifier.hidden,
+            "members": len(self.classifier.members),
         }
         metadata = {"mics": json.dumps(meta, default=_json_default)}
         atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @classmethod
     def load(cls, path: Path) -> MICSModel:
+        """Raises:
+        ValueError: a checkpoint of the cross-attention fusion (versions before 2026-12), which this
+            code no longer builds; its predictions stay in the database."""
         with safe_open(str(path), "pt") as handle:
             meta = json.loads(handle.metadata()["mics"])
+        if "feature_dim" not in meta:
+            raise ValueError(f"{Path(path).name} holds a cross-attention fusion model, which this version cannot load")
         tensors = load_file(str(path))
         settings = TrainSettings.from_dict(meta["settings"])
-        classifier = FusionClassifier.from_settings(meta["token_dim"], len(meta["class_names"]), settings.finetune)
+        atoms = settings.finetune.shift_atoms
+        shape = (meta["feature_dim"], len(meta["class_names"]), meta["head_hidden"], atoms)
+        classifier = HeadEnsemble([FusionHead(*shape) for _ in range(meta["members"])])
         state = {k[len("classifier.") :]: v for k, v in tensors.items() if k.startswith("classifier.")}
-        for name in ("token_mean", "token_std"):  # versions saved before standardisation: the identity
-            state.setdefault(name, getattr(classifier, name))
         classifier.load_state_dict(state)
         encoders = {k[len("encoders.") :]: v for k, v in tensors.items() if k.startswith("encoders.")}
         return cls(

@@ -12,7 +12,7 @@ import torch
 
 from mics_core.config import TrainSettings
 from mics_core.data import PairRecord, load_pairs
-from mics_core.features import build_encoders, record_tokens
+from mics_core.features import build_encoders, record_features
 from mics_core.model.checkpoint import MICSModel
 from mics_core.progress import SILENT, Cancelled, Reporter
 from mics_core.train.finetune import FineTuned, finetune
@@ -56,14 +56,14 @@ def train_mics(
     cache_root: Path | None = None,
     reporter: Reporter = SILENT,
 ) -> MICSModel:
-    """Stage 1 (unless `encoder_state` is given or `pretrain_first` is off: random encoders)
-    then stage 2 on the records' labels (`label` -1 = unlabelled)."""
+    """Stage 1 (unless `encoder_state` is given, or `pretrain_first` or the stage's epochs are off:
+    the initial encoders) then stage 2 on the records' labels (`label` -1 = unlabelled)."""
     if encoder_state is None:
-        if pretrain_first:
+        if pretrain_first and settings.pretrain.epochs > 0:
             encoder_state = pretrain_encoders(records, settings, reporter).state
         else:
             encoder_state = initial_encoders(settings)
-    tokens = record_tokens(encoder_state, settings, records, cache_root)
-    tuned = finetune(tokens, np.array([r.label for r in records]), class_names, settings, reporter)
+    features = record_features(encoder_state, settings, records, cache_root)
+    tuned = finetune(features, np.array([r.label for r in records]), class_names, settings, reporter)
     info = {"finetune_seconds": tuned.seconds, "n_labelled": int(sum(r.label >= 0 for r in records))}
     return MICSModel(encoder_state, tuned.model, tuned.temperature, class_names, settings, tuned.metrics, info)

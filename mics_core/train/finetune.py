@@ -1,232 +1,206 @@
-"""The stage-2 loop: fusion fine-tuning on cached tokens, semi-supervised and calibrated.
+"""Stage 2: fusion fine-tuning on cached pooled features, semi-supervised and calibrated.
 
-Labelled pairs train the fusion encoder and the three evidential heads (WLI, NBI, fused);
-with `shift` on, the fused head also sees z_f ⊕ s_w and z_f ⊕ s_n. With `semi_supervised`
-on, after a warm-up (and every fifth epoch after it), unlabelled pairs whose combined prediction is confident (≥ the
-threshold) and on which the WLI and NBI heads agree join as pseudo-labelled pairs, seen
-through a stronger view (noise and modality dropout). A stratified share of the labelled
-pairs is held out to fit the temperature and to report held-out metrics; with `refit` the
-model is then trained again on every label.
+One `FusionFinetuning` run trains a `FusionHead` of a given size: the labelled pairs (their
+own images, with modality dropout and, with `shift` on, the shift dictionary's moves) teach
+the fused, WLI and NBI classifiers; each unlabelled pair's weak view gives a pseudo-label
+when the calibrated fused probability reaches the threshold, and its strong view learns it
+in all three classifiers (FixMatch, Sohn et al. 2020, on views encoded once).
+
+`finetune` chooses the head's size and the temperature from out-of-fold predictions of
+every label (k-fold; the held-out fold joins the unlabelled pool), then trains the chosen
+head on every label: a few dozen labels are too few to hold a fifth of them out of the model
+a clinician uses, or to fit a temperature on a dozen.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from mics_core.config import FinetuneSettings, TrainSettings
+from mics_core.config import TrainSettings
 from mics_core.devices import resolve_device, seed_everything
 from mics_core.metrics import evaluate, expected_calibration_error
-from mics_core.model.calibration import apply_temperature, fit_temperature
-from mics_core.model.evidential import evidential_loss
-from mics_core.model.fusion import FusionClassifier
-from mics_core.predict import predict_tokens
+from mics_core.model.calibration import fit_temperature
+from mics_core.model.heads import FusionHead, HeadEnsemble
 from mics_core.progress import SILENT, Reporter
 from mics_core.train.loop import Method, cosine_schedule, run
 
 
 @dataclass
 class FineTuned:
-    model: FusionClassifier
+    model: HeadEnsemble
     temperature: float
     metrics: dict[str, object] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def calibration_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices of the labelled rows, stratified: at least one held out of each class
-    with 3 or more labels (so a first model already reports held-out figures); smaller classes stay in train."""
+def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each labelled row's fold (stratified, at most `folds`, and no more than the smallest class
+    with two labels allows); -1 for unlabelled rows and for classes with one label, which always train."""
     rng = np.random.default_rng(seed)
-    train, held = [], []
+    counts = [int((labels == y).sum()) for y in np.unique(labels[labels >= 0])]
+    k = min([folds, *[c for c in counts if c >= 2]]) if any(c >= 2 for c in counts) else 0
+    fold = np.full(len(labels), -1)
+    if k < 2:
+        return fold
     for y in np.unique(labels[labels >= 0]):
         rows = rng.permutation(np.flatnonzero(labels == y))
-        n_held = max(1, int(len(rows) * fraction)) if len(rows) >= 3 else 0
-        held += rows[:n_held].tolist()
-        train += rows[n_held:].tolist()
-    return np.sort(np.array(train, int)), np.sort(np.array(held, int))
+        if len(rows) >= 2:
+            fold[rows] = (np.arange(len(rows)) + rng.integers(k)) % k
+    return fold
 
 
 def finetune(
-    tokens: torch.Tensor,
+    features: torch.Tensor,
     labels: np.ndarray,
     class_names: list[str],
     settings: TrainSettings,
     reporter: Reporter = SILENT,
 ) -> FineTuned:
-    """Train on (N, 2, T, C) tokens with `labels` (class index, -1 = unlabelled).
-
-    The temperature and the held-out metrics come from a model trained without the held-out
-    labelled rows; with `refit` the returned model is then trained again on every label
-    (CalibratedClassifierCV with ensemble=False does so after cross-validation; this uses one
-    held-out split): a few dozen labels are too few to leave a fifth of them out of the model a
-    clinician uses.
+    """Train on (N, 1 + 2 * views, 2, C) features with `labels` (class index, -1 = unlabelled).
 
     Raises:
         ValueError: fewer than two labelled classes.
     """
-    start_time = time.perf_counter()
+    started = time.perf_counter()
     labels = np.asarray(labels)
     if len(np.unique(labels[labels >= 0])) < 2:
         raise ValueError("fine-tuning needs labelled cases of at least two classes")
     part = settings.finetune
-    train_idx, held_idx = calibration_split(labels, part.calibration_fraction, settings.seed)
-    rounds = [train_idx] + ([np.flatnonzero(labels >= 0)] if part.refit and len(held_idx) else [])
-    total = sum(part.epochs * steps_per_epoch(len(rows), part) for rows in rounds)
+    fold = fold_assignment(labels, part.folds, settings.seed)
+    k = fold.max() + 1
+    candidates = part.heads if k >= 2 else part.heads[:1]
+    runs = len(candidates) * k if k >= 2 else 1
     history: list[dict[str, float]] = []
-    for i, rows in enumerate(rounds):
-        method = FusionFinetuning(tokens, labels, rows, len(class_names), settings)
-        history += run(method, method.steps, reporter.within(len(history), total)).history
-        if i == 0:
-            temperature, metrics = _calibrate(method.model, tokens, labels, held_idx, class_names)
-    model = method.model
-    return FineTuned(model.cpu().eval(), temperature, metrics, history, time.perf_counter() - start_time)
+
+    def train(train_labels: np.ndarray, hidden: int) -> FusionHead:
+        method = FusionFinetuning(features, train_labels, hidden, len(class_names), settings)
+        history.extend(run(method, part.steps, reporter.within(len(history), runs * part.steps)).history)
+        return method.model
+
+    scored = fold >= 0
+    out_of_fold = {hidden: torch.zeros(int(scored.sum()), len(class_names)) for hidden in candidates}
+    members: dict[int, list[FusionHead]] = {hidden: [] for hidden in candidates}
+    for hidden in candidates if k >= 2 else ():
+        for f in range(k):
+            held = fold == f
+            members[hidden].append(train(np.where(held, -1, labels), hidden))
+            out_of_fold[hidden][held[scored]] = members[hidden][-1].predict(features[held, 0])["logits"].cpu()
+    if k < 2:  # too few labels to hold any out: one model, uncalibrated
+        model = HeadEnsemble([train(labels, candidates[0])]).cpu().eval()
+        metrics = {"head": model.description, "head_hidden": model.hidden, "folds": 0}
+        return FineTuned(model, 1.0, metrics, history, time.perf_counter() - started)
+    y = torch.as_tensor(labels[scored])
+    losses = {hidden: _calibrated_log_loss(logits, y) for hidden, logits in out_of_fold.items()}
+    choice = min(losses, key=lambda hidden: losses[hidden][0])
+    temperature = losses[choice][1]
+    model = HeadEnsemble(members[choice]).cpu().eval()
+    metrics = _out_of_fold_metrics(out_of_fold[choice], y.numpy(), temperature, class_names)
+    metrics |= {"head": model.description, "head_hidden": choice, "folds": int(k)}
+    metrics["head_log_loss"] = {str(hidden): loss for hidden, (loss, _) in losses.items()}
+    return FineTuned(model, temperature, metrics, history, time.perf_counter() - started)
 
 
-def steps_per_epoch(n_labelled: int, part: FinetuneSettings) -> int:
-    return max(8, math.ceil(n_labelled / part.batch))  # the evidential loss plateaus early
+def _calibrated_log_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(log-loss after temperature scaling, the temperature) of out-of-fold logits."""
+    temperature = fit_temperature(F.softmax(logits, 1), y)
+    return float(F.cross_entropy(logits / temperature, y)), temperature
+
+
+def _out_of_fold_metrics(
+    logits: torch.Tensor, y: np.ndarray, temperature: float, class_names: list[str]
+) -> dict[str, object]:
+    """Every label's out-of-fold figures, and the rows themselves for the Model quality plots.
+    The temperature was fitted on these same predictions, so their ECE after scaling flatters."""
+    raw = F.softmax(logits, 1).numpy()
+    probs = F.softmax(logits / temperature, 1).numpy()
+    metrics = evaluate(probs, y, class_names)
+    return metrics | {
+        "ece_before_scaling": expected_calibration_error(raw, y),
+        "temperature": temperature,
+        "held_out": {
+            "target": y.tolist(),
+            "probs": np.round(probs, 5).tolist(),
+            "probs_before_scaling": np.round(raw, 5).tolist(),
+            "confidence": np.round(probs.max(1), 5).tolist(),
+        },
+    }
+
+
+def _drop_modality(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Zero (the standardised mean) one view of a share `p` of the pairs, never both: the fused
+    classifier must not lean on one modality alone."""
+    drop = torch.rand(len(x), generator=generator) < p
+    which = (torch.rand(len(x), generator=generator) < 0.5).long()
+    mask = torch.ones(len(x), 2, 1)
+    mask[drop, which[drop]] = 0
+    return x * mask.to(x.device)
 
 
 class FusionFinetuning(Method):
-    """Stage 2 as a `Method`: the fusion classifier on the labelled rows `train_idx`, with
-    pseudo-labelled unlabelled rows after a warm-up (refreshed every fifth epoch)."""
+    """Stage 2 as a `Method`: a `FusionHead` of width `hidden` on the labelled rows of `labels`,
+    with FixMatch consistency on the unlabelled rows' cached weak and strong views."""
 
     phase = "finetune"
 
     def __init__(
-        self, tokens: torch.Tensor, labels: np.ndarray, train_idx: np.ndarray, n_classes: int, settings: TrainSettings
+        self,
+        features: torch.Tensor,
+        labels: np.ndarray,
+        hidden: int,
+        n_classes: int,
+        settings: TrainSettings,
     ) -> None:
         part = self.part = settings.finetune
-        self.device = resolve_device(settings.device)
+        device = resolve_device(settings.device)
         self.generator = seed_everything(settings.seed)
-        self.tokens, self.train_idx = tokens, train_idx
-        self.unlabelled_idx = np.flatnonzero(labels < 0)
+        model = FusionHead(features.shape[-1], n_classes, hidden, part.shift_atoms)
+        model.fit_statistics(features[:, 0])
+        self.x = model.standardise(features)
+        self.views = (features.shape[1] - 1) // 2
+        self.labelled, self.unlabelled = np.flatnonzero(labels >= 0), np.flatnonzero(labels < 0)
         self.y = torch.as_tensor(labels)
-        model = FusionClassifier.from_settings(tokens.shape[-1], n_classes, part)
-        model.fit_standardisation(tokens)
-        pooled = tokens.mean(2)  # (N, 2, C)
-        model.dictionary.fit(pooled.reshape(-1, pooled.shape[-1]).numpy(), settings.seed)
-        model.dictionary.fit_classes(pooled[train_idx, 0], pooled[train_idx, 1], self.y[train_idx])
-        self.model = model.to(self.device)
+        if part.shift:
+            model.dictionary.fit(self.x[:, 0].reshape(-1, self.x.shape[-1]).numpy(), settings.seed)
+            own = self.x[self.labelled, 0]
+            model.dictionary.fit_classes(own[:, 0], own[:, 1], self.y[self.labelled])
+        self.x, self.y, self.model = self.x.to(device), self.y.to(device), model.to(device)
         self.optimiser = torch.optim.AdamW(model.parameters(), lr=part.lr, weight_decay=part.weight_decay)
-        self.per_epoch = steps_per_epoch(len(train_idx), part)
-        self.steps = part.epochs * self.per_epoch
-        self.schedule = cosine_schedule(self.optimiser, self.steps)
-        self.warmup = part.epochs // 4
-        self.pseudo_idx, self.pseudo_y = np.array([], int), np.array([], int)
+        self.schedule = cosine_schedule(self.optimiser, part.steps)
+
+    def _draw(self, rows: np.ndarray, n: int) -> np.ndarray:
+        return rows[torch.randint(len(rows), (n,), generator=self.generator).numpy()]
+
+    def _view(self, low: int, high: int, n: int) -> np.ndarray:
+        return torch.randint(low, high, (n,), generator=self.generator).numpy()
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        part, epoch = self.part, step // self.per_epoch
-        kl = part.kl_weight * min(1.0, epoch / 10)
-        refresh = step % self.per_epoch == 0 and epoch >= self.warmup and (epoch - self.warmup) % 5 == 0
-        if part.semi_supervised and refresh and len(self.unlabelled_idx):
-            self.pseudo_idx, self.pseudo_y = _pseudo_labels(
-                self.model, self.tokens, self.unlabelled_idx, part.pseudo_threshold
-            )
-        draw = torch.randint(len(self.train_idx), (min(part.batch, len(self.train_idx)),), generator=self.generator)
-        idx = self.train_idx[draw.numpy()]
-        losses = _labelled_losses(
-            self.model, self.tokens[idx].to(self.device), self.y[idx].to(self.device), part, kl, self.generator
-        )
-        total = sum(losses.values())
-        if len(self.pseudo_idx):
-            losses["unlabelled"] = _pseudo_loss(
-                self.model, self.tokens, self.pseudo_idx, self.pseudo_y, part.batch, kl, self.generator
-            )
+        part, model = self.part, self.model
+        rows = self._draw(self.labelled, part.batch)
+        x, y = self.x[rows, 0], self.y[rows]
+        if part.shift:
+            x = model.dictionary.shifted(x, y, self.generator)
+        model.train()
+        fused, wli, nbi = model(_drop_modality(x, part.modality_dropout, self.generator))
+        losses = {"fused": F.cross_entropy(fused, y), "views": F.cross_entropy(wli, y) + F.cross_entropy(nbi, y)}
+        total = losses["fused"] + part.w_views * losses["views"]
+        if part.semi_supervised and len(self.unlabelled) and self.views:
+            unlabelled = self._draw(self.unlabelled, part.unlabelled_batch)
+            n = len(unlabelled)
+            with torch.no_grad():
+                model.eval()
+                probs = F.softmax(model(self.x[unlabelled, self._view(0, 1 + self.views, n)])[0], 1)
+                model.train()
+                confidence, target = probs.max(1)
+                keep = (confidence >= part.pseudo_threshold).float()
+            strong = model(self.x[unlabelled, self._view(1 + self.views, 1 + 2 * self.views, n)])
+            per_case = [F.cross_entropy(logits, target, reduction="none") for logits in strong]
+            losses["unlabelled"] = ((per_case[0] + part.w_views * (per_case[1] + per_case[2])) * keep).mean()
+            losses["pseudo_labelled"] = keep.mean()
             total = total + part.w_unlabelled * losses["unlabelled"]
-        n_pseudo = torch.tensor(float(len(self.pseudo_idx)))
-        return losses | {"total": total, "pseudo_labelled": n_pseudo}
-
-
-def _dropout(n: int, p: float, generator: torch.Generator, device) -> torch.Tensor:
-    """(n, 2) bool: which view to replace by the "missing" tokens; never both."""
-    drop_wli = torch.rand(n, generator=generator) < p / 2
-    drop_nbi = (torch.rand(n, generator=generator) < p / 2) & ~drop_wli
-    return torch.stack([drop_wli, drop_nbi], 1).to(device)
-
-
-def _strong_view(tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    scale = tokens.std() * 0.2
-    return tokens + torch.randn(tokens.shape, generator=generator) * scale
-
-
-def _pseudo_loss(
-    model: FusionClassifier,
-    tokens: torch.Tensor,
-    rows: np.ndarray,
-    targets: np.ndarray,
-    batch: int,
-    kl: float,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """The fused head's loss on a batch of pseudo-labelled pairs seen through the strong view."""
-    device = next(model.parameters()).device
-    pick = torch.randint(len(rows), (batch,), generator=generator).numpy()
-    strong = _strong_view(tokens[rows[pick]], generator).to(device)
-    _, _, z_f = model.encode(strong[:, 0], strong[:, 1], _dropout(batch, 0.3, generator, device))
-    return evidential_loss(model.head_fused(z_f), torch.as_tensor(targets[pick], device=device), kl).mean()
-
-
-def _labelled_losses(
-    model: FusionClassifier,
-    tokens: torch.Tensor,
-    y: torch.Tensor,
-    part: FinetuneSettings,
-    kl: float,
-    generator: torch.Generator,
-) -> dict[str, torch.Tensor]:
-    """The three heads' losses on a labelled batch, and the shifted features' loss with `shift` on."""
-    model.train()
-    drop = _dropout(len(y), part.modality_dropout, generator, tokens.device)
-    h_w, h_n, z_f = model.encode(tokens[:, 0], tokens[:, 1], drop)
-    losses = {
-        "fused": evidential_loss(model.head_fused(z_f), y, kl).mean(),
-        "wli": (evidential_loss(model.head_wli(h_w), y, kl) * ~drop[:, 0]).mean(),
-        "nbi": (evidential_loss(model.head_nbi(h_n), y, kl) * ~drop[:, 1]).mean(),
-    }
-    if part.shift:
-        s_w, s_n = model.shift_vectors(tokens[:, 0], tokens[:, 1], y, generator)
-        losses["shifted"] = 0.5 * (
-            evidential_loss(model.head_fused(z_f + s_w), y, kl).mean()
-            + evidential_loss(model.head_fused(z_f + s_n), y, kl).mean()
-        )
-    return losses
-
-
-def _pseudo_labels(
-    model: FusionClassifier, tokens: torch.Tensor, candidates: np.ndarray, threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Unlabelled rows whose combined prediction is confident and on which both views agree."""
-    out = predict_tokens(model, tokens[candidates])
-    predicted = out["probs"].argmax(1)
-    keep = (out["probs"].max(1) >= threshold) & (out["pred_wli"] == predicted) & (out["pred_nbi"] == predicted)
-    return candidates[keep], predicted[keep]
-
-
-def _calibrate(
-    model: FusionClassifier, tokens: torch.Tensor, labels: np.ndarray, held_idx: np.ndarray, class_names: list[str]
-) -> tuple[float, dict[str, object]]:
-    """Fit the temperature on the held-out labelled rows and report their metrics."""
-    if len(held_idx) < 4:
-        return 1.0, {}
-    raw = predict_tokens(model, tokens[held_idx])
-    y = labels[held_idx]
-    temperature = fit_temperature(torch.from_numpy(raw["probs"]), torch.from_numpy(y))
-    probs = apply_temperature(torch.from_numpy(raw["probs"]), temperature).numpy()
-    metrics = evaluate(probs, y, class_names, confidence=1 - raw["uncertainty"])
-    metrics |= {
-        "ece_before_scaling": expected_calibration_error(raw["probs"], y),
-        "temperature": temperature,
-        # the held-out rows themselves, for the Model quality screen's plots
-        "held_out": {
-            "target": y.tolist(),
-            "probs": np.round(probs, 5).tolist(),
-            "probs_before_scaling": np.round(raw["probs"], 5).tolist(),
-            "confidence": np.round(1 - raw["uncertainty"], 5).tolist(),
-        },
-    }
-    return temperature, metrics
+        return losses | {"total": total}

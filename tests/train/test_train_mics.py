@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from mics_core.config import TrainSettings
 from mics_core.data import records_from_manifest
 from mics_core.evaluation.demo import generate
+from mics_core.model.heads import EMBEDDING_DIM
 from mics_core.predict import predict
 from mics_core.progress import Cancelled
 from mics_core.train import MICSModel, Reporter, train_mics
@@ -26,10 +27,9 @@ TINY = TrainSettings().replace(
     pretrain_batch=16,
     queue_size=32,
     proj_dim=16,
-    fusion_dim=32,
-    fusion_blocks=1,
-    fusion_heads=2,
-    finetune_epochs=50,
+    heads=(0,),
+    folds=3,
+    finetune_steps=100,
     finetune_batch=16,
     shift_atoms=8,
 )
@@ -80,7 +80,7 @@ def test_beats_chance_on_held_out_cases(trained):
     assert np.allclose(out["probs"].sum(1), 1, atol=1e-5)
     for key in ("uncertainty", "uncertainty_wli", "uncertainty_nbi", "conflict"):
         assert ((out[key] >= 0) & (out[key] <= 1)).all(), key
-    assert out["embedding"].shape == (len(test), TINY.finetune.fusion_dim)
+    assert out["embedding"].shape == (len(test), EMBEDDING_DIM)
 
 
 def test_progress_covers_both_stages_in_order(trained):
@@ -112,18 +112,18 @@ def test_checkpoint_reproduces_predictions_exactly(trained, tmp_path):
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left beside it
 
 
-def test_a_checkpoint_saved_before_token_standardisation_still_loads(trained, tmp_path):
-    model, test = copy.deepcopy(trained[0]), trained[1]
-    model.classifier.token_mean.zero_()
-    model.classifier.token_std.fill_(1.0)
+def test_a_cross_attention_checkpoint_is_refused_in_words(trained, tmp_path):
+    """Versions trained before the pooled fusion head keep their stored predictions, but their
+    checkpoints cannot be rebuilt: loading one says so instead of failing on a missing key."""
+    model = trained[0]
     path = tmp_path / "old.safetensors"
     model.save(path)
-    tensors = load_file(str(path))
     with safe_open(str(path), "pt") as handle:
-        metadata = handle.metadata()
-    old = {k: v for k, v in tensors.items() if not k.startswith("classifier.token_")}
-    save_file(old, str(path), metadata=metadata)
-    assert np.array_equal(predict(MICSModel.load(path), test)["probs"], predict(model, test)["probs"])
+        metadata = json.loads(handle.metadata()["mics"])
+    metadata["token_dim"] = metadata.pop("feature_dim")
+    save_file(load_file(str(path)), str(path), metadata={"mics": json.dumps(metadata)})
+    with pytest.raises(ValueError, match="cross-attention fusion model"):
+        MICSModel.load(path)
 
 
 def test_feature_cache_is_reused(trained, tmp_path):
@@ -133,7 +133,7 @@ def test_feature_cache_is_reused(trained, tmp_path):
     assert len(files) == len(test)
     cached = predict(model, test, cache_root=tmp_path)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.npy")} == files
-    # the cache holds float16 tokens: the same predictions up to that rounding
+    # the cache holds float16 features: the same predictions up to that rounding
     fresh = predict(model, test)["probs"]
     assert (cached["probs"].argmax(1) == fresh.argmax(1)).all()
     assert np.allclose(cached["probs"], fresh, atol=2e-2)
@@ -142,7 +142,7 @@ def test_feature_cache_is_reused(trained, tmp_path):
 def test_cpu_training_is_deterministic_with_a_seed(dataset):
     records, classes = dataset
     train, test = _split(records[:48])
-    quick = TINY.replace(pretrain_epochs=1, finetune_epochs=5)
+    quick = TINY.replace(pretrain_epochs=1, finetune_steps=20)
     first = predict(train_mics(train, classes, quick), test)["probs"]
     second = predict(train_mics(train, classes, quick), test)["probs"]
     assert np.array_equal(first, second)
@@ -157,7 +157,7 @@ def test_stop_request_cancels_training(dataset):
 def test_missing_nbi_trains_and_predicts_through_the_computed_view(dataset):
     records, classes = dataset
     wli_only = [replace(r, nbi=None, nbi_computed=True) for r in records[:40]]
-    model = train_mics(wli_only, classes, TINY.replace(pretrain_epochs=1, finetune_epochs=5))
+    model = train_mics(wli_only, classes, TINY.replace(pretrain_epochs=1, finetune_steps=20))
     assert predict(model, wli_only[:5])["probs"].shape == (5, len(classes))
 
 
