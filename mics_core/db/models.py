@@ -39,10 +39,13 @@ ROLES = ("annotator", "reviewer", "admin")
 
 
 class JobKind(StrEnum):
-    """What a job does. A retrain is the whole chain (pre-training when due, fine-tuning,
-    prediction, UMAP); its steps are phases of that one job, not jobs of their own."""
+    """What a job does. A retrain is the whole chain (pre-training when due, the cases'
+    features, fine-tuning, prediction, UMAP); its steps are phases of that one job, not jobs
+    of their own. A prepare job, queued after each import, does the chain's first two phases
+    in the background, so that the next retrain is a fine-tuning."""
 
     RETRAIN = "retrain"
+    PREPARE = "prepare"
 
 
 class JobStatus(StrEnum):

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from tempfile import TemporaryDirectory
 
+from mics_core.config import Settings
 from mics_core.imaging import MAX_FILE_BYTES
 from mics_core.ingest.sources import Problem, SourceError
 
@@ -32,8 +33,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Images are stored compressed already: PNG and JPEG entries deflate about 1:1, uncompressed
 # TIFF or BMP endoscopy frames about 2-10:1, a frame with a wide black border perhaps 30:1.
 # A zip bomb needs hundreds to a thousand-fold (deflate's ceiling is about 1032:1), so 200:1
-# refuses bombs with a wide margin for real images.
-MAX_RATIO = 200
+# refuses bombs with a wide margin for real images (`Settings.max_zip_ratio`, its one source).
+MAX_RATIO = Settings.max_zip_ratio
 # Entries under this size are not ratio-checked: a tiny file (a blank mask, a short CSV) may
 # compress far better than 200:1, and cannot fill a disk.
 RATIO_FLOOR_BYTES = 1024**2

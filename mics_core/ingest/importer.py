@@ -36,6 +36,7 @@ from mics_core.imaging import (
 )
 from mics_core.ingest.archive import unpacked_zip
 from mics_core.ingest.sources import CaseSpec, Problem, check_case_key, discover, read_csv_text
+from mics_core.jobs.queue import request_prepare
 from mics_core.labels import add_classes, annotate, class_ids, class_names, current_labels
 from mics_core.store import ImageStore, file_lock
 
@@ -88,7 +89,12 @@ def _opened(source: Path, settings: Settings, name: str) -> Iterator[tuple[Path,
     if source.is_file() and source.suffix.lower() == ".zip":
         workdir = Path(settings.data_root) / "incoming"
         with unpacked_zip(
-            source, settings.max_unzipped_bytes, settings.max_zip_entries, workdir=workdir, name=name
+            source,
+            settings.max_unzipped_bytes,
+            settings.max_zip_entries,
+            workdir=workdir,
+            name=name,
+            max_ratio=settings.max_zip_ratio,
         ) as opened:
             yield opened
     else:
@@ -147,6 +153,8 @@ def import_source(
             _note_scaled(ready, report)
             _write(session, ready, ImageStore(settings), settings, report, user_id)
             _label_existing(session, extra_labels, specs, classes, report, user_id)
+            if report.imported:  # encoders and features of the new cases, before anyone presses Retrain
+                request_prepare(session, user_id)
     return report
 
 

@@ -49,6 +49,17 @@ def request_retrain(session: Session, params: dict[str, Any] | None = None, user
     return queued or enqueue(session, JobKind.RETRAIN, params, user_id)
 
 
+def request_prepare(session: Session, user_id: int | None = None) -> Job:
+    """The prepare job, at most once in the queue (a running one may predate the new cases)."""
+    queued = session.scalar(
+        select(Job)
+        .where(Job.kind == JobKind.PREPARE, Job.status == JobStatus.QUEUED)
+        .order_by(Job.id)
+        .with_for_update()
+    )
+    return queued or enqueue(session, JobKind.PREPARE, {}, user_id)
+
+
 def claim_next(session: Session, worker_id: str, kinds: tuple[str, ...] = tuple(JobKind)) -> Job | None:
     """Atomically move the oldest queued job to running for `worker_id`; None when there is none."""
     oldest = (

@@ -32,10 +32,10 @@ from sqlalchemy.orm import Session
 
 from mics_core.config import Settings, TrainSettings
 from mics_core.db import Database, connect, init_db
-from mics_core.db.models import Job, JobStatus, Worker, utcnow
+from mics_core.db.models import Job, JobKind, JobStatus, Worker, utcnow
 from mics_core.devices import resolve_device
 from mics_core.jobs.queue import claim_next, finish, reap_stale, report_progress
-from mics_core.jobs.retrain import run_retrain
+from mics_core.jobs.retrain import run_prepare, run_retrain
 from mics_core.store import file_lock
 from mics_core.train import Cancelled, Reporter
 
@@ -91,7 +91,8 @@ def run_job(
     try:
         # the job's own settings win over the worker's device; a bad setting fails the job, not the worker
         train = job_settings(job.params, device, gpus)
-        version = run_retrain(db, settings, train, JobReporter(db, job.id))
+        runner = run_prepare if job.kind == JobKind.PREPARE else run_retrain
+        version = runner(db, settings, train, JobReporter(db, job.id))
     except Cancelled as stop:
         return JobStatus.CANCELLED, str(stop), None
     except Exception as err:  # a job's failure is recorded on its row, never crashes the worker

@@ -24,7 +24,8 @@ TINY_ENV = {
     "MICS_BACKBONE": "test_resnet",
     "MICS_IMAGE_SIZE": "64",
     "MICS_PRETRAIN_EPOCHS": "1",
-    "MICS_FINETUNE_EPOCHS": "3",
+    "MICS_FINETUNE_STEPS": "20",
+    "MICS_WEIGHTS": "none",
 }
 
 
