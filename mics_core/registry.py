@@ -20,7 +20,7 @@ from mics_core.errors import RequestRefused
 # screen and the export join their predictions on.
 IS_ACTIVE = ModelVersion.active & (ModelVersion.kind == ModelKind.MICS)
 
-# Held-out metrics by the column name the screens show, and the key the retrain stores them under.
+# Out-of-fold metrics by the column name the screens show, and the key the retrain stores them under.
 METRIC_COLUMNS = {
     "held-out cases": "n",
     "accuracy": "accuracy",
@@ -78,7 +78,7 @@ def trained_with(version: ModelVersion) -> TrainSettings | None:
 def version_table(rows: list[ModelVersion]) -> pd.DataFrame:
     """One row per version, in the order given: what the Train and Model quality screens and
     `models` on the command line show (each picks its columns); a metric a version lacks is NaN."""
-    columns = ["version", "active", "created", "labels", *METRIC_COLUMNS, "backbone"]
+    columns = ["version", "active", "created", "labels", *METRIC_COLUMNS, "head", "backbone"]
     return pd.DataFrame(
         [
             {
@@ -87,6 +87,7 @@ def version_table(rows: list[ModelVersion]) -> pd.DataFrame:
                 "created": v.created_at,
                 "labels": v.n_labels,
                 **{column: v.metrics.get(key) for column, key in METRIC_COLUMNS.items()},
+                "head": v.metrics.get("head"),
                 "backbone": settings.pretrain.backbone if (settings := trained_with(v)) else None,
             }
             for v in rows

@@ -1,4 +1,5 @@
-"""Model quality: held-out metrics of every version, and how far to trust the chosen one."""
+"""Model quality: out-of-fold metrics of every version, the project's label-efficiency history,
+the head each version chose, and how far to trust the chosen one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import streamlit as st
 
 import ui as _ui
 from mics_core.metrics import held_out_report
-from mics_core.registry import trained_with, version_table, versions
+from mics_core.registry import version_table, versions
 
 _ui.require("model")
 
@@ -30,7 +31,7 @@ st.dataframe(table.drop(columns=["created", "backbone"]).iloc[::-1], hide_index=
 
 if table["accuracy"].notna().sum() > 1:
     curve = px.line(table.dropna(subset=["accuracy"]), x="labels", y=["accuracy", "macro-F1"], markers=True, height=280)
-    curve.update_layout(title="Learning curve: held-out metrics against labels used", yaxis_range=[0, 1])
+    curve.update_layout(title="Label efficiency: out-of-fold accuracy against labels, per version", yaxis_range=[0, 1])
     st.plotly_chart(curve, key="learning_curve")
 
 chosen = st.selectbox(
@@ -39,7 +40,7 @@ chosen = st.selectbox(
 version = next(v for v in all_versions if v.id == chosen)
 held_out = version.metrics.get("held_out")
 if not held_out:
-    st.info("This version has too few held-out labelled cases for the plots (at least 4 are needed).")
+    st.info("This version had too few labels to hold any out (a class needs two), so it has no figures yet.")
     st.stop()
 report = held_out_report(held_out, version.class_names)
 
@@ -64,15 +65,19 @@ with right:
     )
     diagram.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="perfect"))
     before, after = (figure(version.metrics.get(k)) for k in ("ece_before_scaling", "ece"))
-    diagram.update_layout(title=f"Reliability · ECE {before} before, {after} after temperature scaling")
+    interval = version.metrics.get("ece_interval") or [None, None]
+    spread = f" (90 % interval {figure(interval[0])}–{figure(interval[1])})" if None not in interval else ""
+    diagram.update_layout(title=f"Reliability · ECE {before} before, {after}{spread} after temperature scaling")
     st.plotly_chart(diagram, key="reliability")
     risk = px.line(report["risk_coverage"], x="coverage", y="risk", height=280, range_y=[0, 1])
     risk.update_layout(title=f"Risk against coverage (AURC {figure(version.metrics.get('aurc'))})")
     st.plotly_chart(risk, key="risk_coverage")
-settings = trained_with(version)
-refit = settings is not None and settings.finetune.refit
-then = "; the version's model then trained again on every label, these included" if refit else ""
+folds, head = version.metrics.get("folds"), version.metrics.get("head", "n/a")
+losses = version.metrics.get("head_log_loss") or {}
+tried = ", ".join(f"{'linear' if h == '0' else f'{h} hidden'}: {loss:.3f}" for h, loss in losses.items())
 st.caption(
-    f"Held-out: {version.metrics.get('n')} labelled cases kept out of a first training to fit the temperature and "
-    f"measure{then}. Small held-out sets give noisy figures."
+    f"Out-of-fold: each of the {version.metrics.get('n')} labelled cases was predicted by a model trained without "
+    f"it ({folds} folds), and the temperature was fitted on those predictions, so the ECE after scaling flatters. "
+    f"Head: {head}" + (f", chosen by out-of-fold log-loss ({tried})" if tried else "") + ". "
+    "The version predicts with the fold models averaged. Few labels give noisy figures."
 )

@@ -21,7 +21,13 @@ from mics_core.registry import activate, version_table, versions
 
 me = _ui.require("train")
 defaults = TrainSettings.from_env()
-PHASES = {"pretrain": "Pre-training the encoders", "finetune": "Fine-tuning", "predict": "Predicting", "umap": "UMAP"}
+PHASES = {
+    "pretrain": "Pre-training the encoders",
+    "features": "Encoding the cases' views",
+    "finetune": "Fine-tuning",
+    "predict": "Predicting",
+    "umap": "UMAP",
+}
 
 st.title("Train")
 
@@ -44,8 +50,10 @@ with st.expander("Training settings"):
     sizes = sorted({64, 96, 128, 160, 192, 224, stage1.image_size})
     image_size = left.select_slider("Image size (pixels)", sizes, value=stage1.image_size)
     device = left.selectbox("Device", ["cuda", "cpu"], help="cuda falls back to the CPU on a worker without a GPU.")
-    pretrain_epochs = right.number_input("Pre-training epochs", 1, 1000, stage1.epochs)
-    finetune_epochs = right.number_input("Fine-tuning epochs", 1, 1000, defaults.finetune.epochs)
+    pretrain_epochs = right.number_input(
+        "Pre-training epochs", 0, 1000, stage1.epochs, help="0: the encoders' own weights (ImageNet by default)"
+    )
+    finetune_steps = right.number_input("Fine-tuning steps per model", 10, 10000, defaults.finetune.steps)
     st.caption(
         "Pre-training runs again only when its settings (backbone, image size, epochs) changed "
         "or many new cases were added; fine-tuning settings never cost a pre-training."
@@ -55,7 +63,7 @@ params = {
     "image_size": int(image_size),
     "device": device,
     "pretrain_epochs": int(pretrain_epochs),
-    "finetune_epochs": int(finetune_epochs),
+    "finetune_steps": int(finetune_steps),
 }
 
 if st.button("Retrain", type="primary", icon=":material/model_training:"):

@@ -69,7 +69,7 @@ def test_a_versions_settings_read_back_nested_or_flat_and_none_when_unrecorded(d
     from mics_core.config import TrainSettings
     from mics_core.registry import trained_with
 
-    nested = TrainSettings().replace(backbone="resnet18", refit=False).to_dict()
+    nested = TrainSettings().replace(backbone="resnet18", shift=True).to_dict()
     ids = [
         _add(db, ModelKind.MICS, settings=nested),
         _add(db, ModelKind.MICS, settings={"backbone": "efficientnet_b0"}),  # saved before the split by stage
@@ -78,7 +78,7 @@ def test_a_versions_settings_read_back_nested_or_flat_and_none_when_unrecorded(d
     with db.session() as session:
         rows = versions(session)
         assert [trained_with(v).pretrain.backbone for v in rows[:2]] == ["resnet18", "efficientnet_b0"]
-        assert trained_with(rows[0]).finetune.refit is False and trained_with(rows[2]) is None
+        assert trained_with(rows[0]).finetune.shift is True and trained_with(rows[2]) is None
         assert version_table(rows)["backbone"].tolist()[:2] == ["resnet18", "efficientnet_b0"]
         assert version_table(rows)["backbone"].isna().tolist() == [False, False, True]
     assert [v.id for v in rows] == ids

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from mics_core.db.models import Annotation, ModelVersion
 from tests.conftest import add_model, make_project
@@ -63,15 +63,20 @@ def test_model_quality_shows_metrics_and_its_plots(open_page, db, settings, tmp_
     assert not app.exception
     assert app.dataframe[0].value.iloc[0]["accuracy"] == 0.833
     assert len(app.get("plotly_chart")) == 4  # recall, confusion, reliability, risk-coverage
-    assert "trained again" not in app.caption[-1].value
+    assert "Out-of-fold: each of the 6 labelled cases" in app.caption[-1].value
 
 
-def test_model_quality_says_when_the_version_was_refitted_on_every_label(open_page, db, settings, tmp_path):
+def test_model_quality_names_the_head_the_version_chose_and_why(open_page, db, settings, tmp_path):
     _project(db, settings, tmp_path)
     with db.session() as session:
-        session.execute(update(ModelVersion).values(settings={"refit": True}))
-    caption = open_page("pages/model.py", role="annotator").caption[-1].value
-    assert "6 labelled cases kept out of a first training" in caption and "trained again on every label" in caption
+        version = session.scalars(select(ModelVersion)).one()
+        version.metrics = version.metrics | {"head": "linear, 3 fold models", "folds": 3}
+        version.metrics |= {"head_log_loss": {"0": 0.61, "256": 0.74}}
+    app = open_page("pages/model.py", role="annotator")
+    assert app.dataframe[0].value.iloc[0]["head"] == "linear, 3 fold models"
+    caption = app.caption[-1].value
+    assert "(3 folds)" in caption and "Head: linear, 3 fold models, chosen by out-of-fold log-loss" in caption
+    assert "linear: 0.610, 256 hidden: 0.740" in caption
 
 
 def test_overview_lists_cases_page_by_page(open_page, db, settings, tmp_path):

@@ -23,13 +23,13 @@ def test_retrain_queues_one_job_with_the_chosen_settings(open_page, db, settings
     _live_worker(db)
     app = open_page("pages/train.py", role="annotator")
     assert "CPU worker is connected" in app.info[0].value
-    app.number_input[1].set_value(3)
+    app.number_input[1].set_value(30)
     button(app, "Retrain").click().run()
     button(app, "Retrain").click().run()  # a second press joins the queued job
     assert not app.exception
     with db.session() as session:
         jobs = session.scalars(select(Job)).all()
-    assert len(jobs) == 1 and jobs[0].kind == "retrain" and jobs[0].params["finetune_epochs"] == 3
+    assert len(jobs) == 1 and jobs[0].kind == "retrain" and jobs[0].params["finetune_steps"] == 30
     assert jobs[0].requested_by == app.session_state["user"].id
 
 
