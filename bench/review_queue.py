@@ -47,8 +47,11 @@ def run_seed(manifest: Path, fraction: float, seed: int, reviewed: int, cache: P
     split.cache |= {"root": cache, "data_hash": content_hash(records)}
     settings = TrainSettings.from_env(seed=seed)
     started = time.perf_counter()
-    state = split_pretraining(split, settings)
-    model = train_mics(split.training_records(), classes, settings, encoder_state=state, cache_root=cache / "features")
+    state = split_pretraining(split, settings) if settings.pretrain.epochs else None
+    training = split.training_records()
+    model = train_mics(
+        training, classes, settings, encoder_state=state, pretrain_first=False, cache_root=cache / "features"
+    )
     pool = [records[i] for i in split.unlabelled]
     out = predict(model, pool, cache_root=cache / "features")
     truth = {r.case_key: classes[r.label] for r in pool}

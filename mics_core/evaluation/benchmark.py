@@ -21,20 +21,20 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from sklearn.linear_model import LogisticRegression
+from sklearn.semi_supervised import LabelSpreading
 
 from mics_core.config import TrainSettings, pretraining_key
 from mics_core.data import PairRecord, load_pairs, records_from_manifest
 from mics_core.devices import resolve_device
 from mics_core.evaluation.baselines import FixMatch, Supervised, predict_images, train_baseline
-from mics_core.features import record_tokens
+from mics_core.features import record_features
 from mics_core.metrics import evaluate
 from mics_core.predict import predict
 from mics_core.progress import Reporter
 from mics_core.train import initial_encoders, pretrain_encoders, train_mics
 
-METHODS = ("imagenet_probe", "supervised", "fixmatch_wli", "mics_no_pretrain", "mics_no_shift", "mics")
+METHODS = ("imagenet_probe", "label_spreading", "mics_no_semi", "mics")
 REPORTED = ("accuracy", "macro_f1", "auc", "ece", "aurc", "seconds")
-PRETRAINED = {"mics", "mics_no_shift"}
 
 
 @dataclass
@@ -137,6 +137,10 @@ def split_pretraining(split: Split, settings: TrainSettings) -> dict[str, torch.
     return split.cache["encoders"]
 
 
+def uses_pretraining(name: str, settings: TrainSettings) -> bool:
+    return name.startswith("mics") and name != "mics_no_pretrain" and settings.pretrain.epochs > 0
+
+
 def _mics(split: Split, settings: TrainSettings, pretrained: bool) -> tuple[np.ndarray, np.ndarray]:
     state = split_pretraining(split, settings) if pretrained else None
     features = split.cache["root"] / "features"
@@ -156,27 +160,52 @@ def _mics(split: Split, settings: TrainSettings, pretrained: bool) -> tuple[np.n
 IMAGENET_FEATURES = {"backbone": "tf_efficientnet_lite0", "image_size": 224, "weights": "imagenet"}
 
 
+def _imagenet_features(split: Split, settings: TrainSettings) -> np.ndarray:
+    """L2-normalised pooled WLI features of every record under frozen ImageNet Lite0 at 224 px
+    (shared with MICS's feature cache when MICS stands on the same encoders)."""
+    frozen = TrainSettings().replace(**IMAGENET_FEATURES, views=settings.finetune.views, device=settings.device)
+    features = record_features(initial_encoders(frozen), frozen, split.records, split.cache["root"] / "features")
+    return torch.nn.functional.normalize(features[:, 0, 0], dim=1).numpy()
+
+
+def _test_probs(split: Split, classes_seen: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(split.test), len(split.classes)))
+    out[:, classes_seen] = probs
+    return out
+
+
 def imagenet_probe(split: Split, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
     """The strongest simple baseline: frozen ImageNet EfficientNet-Lite0 at 224 px, pooled WLI
     features (L2-normalised), logistic regression (C = 10) on the labelled pool. It does not
     depend on the MICS settings."""
-    frozen = TrainSettings().replace(**IMAGENET_FEATURES, seed=settings.seed, device=settings.device)
-    tokens = record_tokens(initial_encoders(frozen), frozen, split.records, split.cache["root"] / "features")
-    pooled = torch.nn.functional.normalize(tokens[:, 0].mean(1), dim=1).numpy()
+    pooled = _imagenet_features(split, settings)
     labels = np.array([r.label for r in split.records])
     probe = LogisticRegression(C=10, max_iter=5000).fit(pooled[split.labelled], labels[split.labelled])
-    probs = np.zeros((len(split.test), len(split.classes)))
-    probs[:, probe.classes_] = probe.predict_proba(pooled[split.test])
+    probs = _test_probs(split, probe.classes_, probe.predict_proba(pooled[split.test]))
+    return probs, probs.max(1)
+
+
+def label_spreading(split: Split, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The classic graph baseline on the same ImageNet features: labels spread over a 10-nearest-
+    neighbour graph of the labelled, unlabelled and test cases (transductive, as it is used)."""
+    pooled = _imagenet_features(split, settings)
+    rows = np.concatenate([split.labelled, split.unlabelled, split.test])
+    target = np.full(len(rows), -1)
+    target[: len(split.labelled)] = [split.records[i].label for i in split.labelled]
+    model = LabelSpreading(kernel="knn", n_neighbors=10, max_iter=1000).fit(pooled[rows], target)
+    probs = _test_probs(split, model.classes_, model.label_distributions_[-len(split.test) :])
     return probs, probs.max(1)
 
 
 METHOD_FUNCTIONS: dict[str, Method] = {
     "imagenet_probe": imagenet_probe,
+    "label_spreading": label_spreading,
     "supervised": supervised,
     "fixmatch_wli": fixmatch_wli,
-    "mics_no_pretrain": lambda split, s: _mics(split, s, pretrained=False),
-    "mics_no_shift": lambda split, s: _mics(split, s.replace(shift=False), pretrained=True),
-    "mics": lambda split, s: _mics(split, s, pretrained=True),
+    "mics_no_pretrain": lambda split, s: _mics(split, s.replace(pretrain_epochs=0), pretrained=False),
+    "mics_no_semi": lambda split, s: _mics(split, s.replace(semi_supervised=False), uses_pretraining("mics", s)),
+    "mics_shift": lambda split, s: _mics(split, s.replace(shift=True), uses_pretraining("mics", s)),
+    "mics": lambda split, s: _mics(split, s, uses_pretraining("mics", s)),
 }
 
 
@@ -240,7 +269,7 @@ def _run(
             split.cache["time_limit"] = budget_minutes * 60
         log(f"seed {seed}: {len(split.labelled)} labelled, {len(split.unlabelled)} unlabelled, {len(split.test)} test")
         seeded = settings.replace(seed=seed)
-        if PRETRAINED & set(methods):
+        if any(uses_pretraining(name, seeded) for name in methods):
             split_pretraining(split, seeded)
             log(f"  pre-training: {split.cache['pretrain_seconds']:.0f} s")
         for name in methods:
@@ -248,7 +277,7 @@ def _run(
             started = time.perf_counter()
             probs, confidence = METHOD_FUNCTIONS[name](split, seeded)
             seconds = time.perf_counter() - started
-            if name in PRETRAINED:  # each variant is charged the whole pre-training it stands on
+            if uses_pretraining(name, seeded):  # each variant is charged the whole pre-training it stands on
                 seconds += float(split.cache["pretrain_seconds"])
             metrics = evaluate(probs, split.test_labels, classes, confidence)
             rows.append(

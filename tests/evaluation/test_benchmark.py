@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mics_core.data import PairRecord
-from mics_core.evaluation.benchmark import METHODS, format_table, make_split, summarise
+from mics_core.evaluation.benchmark import METHOD_FUNCTIONS, format_table, make_split, summarise
 from mics_core.evaluation.demo import generate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,19 +80,22 @@ def test_cli_runs_every_method_and_writes_json(tmp_path):
             "64",
             "--pretrain-epochs",
             "1",
-            "--finetune-epochs",
-            "2",
+            "--finetune-steps",
+            "20",
             "--baseline-steps",
             "10",
+            "--methods",
+            *METHOD_FUNCTIONS,
         ],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env={**os.environ, "MICS_WEIGHTS": "none"},  # the tiny backbone has no packaged weights
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())
-    assert [r["method"] for r in rows] == list(METHODS)
+    assert [r["method"] for r in rows] == list(METHOD_FUNCTIONS)
     for row in rows:
         assert set(row) == {"method", "accuracy", "macro_f1", "auc", "ece", "aurc", "seconds"}
         assert 0 <= row["accuracy"] <= 1 and row["seconds"] > 0
