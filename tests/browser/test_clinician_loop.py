@@ -42,7 +42,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "MICS_BACKBONE": "test_resnet",
         "MICS_IMAGE_SIZE": "64",
         "MICS_PRETRAIN_EPOCHS": "1",
-        "MICS_FINETUNE_EPOCHS": "5",
+        "MICS_FINETUNE_STEPS": "40",
+        "MICS_WEIGHTS": "none",
     }
     env.pop("MICS_AUTH", None)
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port)]
