@@ -157,6 +157,15 @@ def explore_selection(key: str, message: str, back: str) -> list[int] | None:
     return selection
 
 
+def start_background_worker() -> None:
+    """Queued work and no worker alive (the prepare job an import queued, say): start one here."""
+    from mics_core.jobs.worker import ensure_local_worker, live_workers
+
+    if not live_workers(database()):
+        with st.spinner("Starting a worker for the queued work…"):
+            ensure_local_worker(settings())
+
+
 def sidebar() -> None:
     """Dataset size, labelled count, the active model and whether a job is running."""
     with session() as opened:
@@ -164,6 +173,8 @@ def sidebar() -> None:
         version = active_version(opened)
         running = active_jobs(opened)
         summary = (version.id, version.metrics.get("accuracy")) if version else None
+    if running and settings().background_worker:
+        start_background_worker()
     with st.sidebar:
         left, right = st.columns(2)
         left.metric("Cases", f"{stats.cases:,}")

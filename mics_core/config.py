@@ -49,6 +49,9 @@ class Settings:
     demo_pairs: int = 600
     # "password" (accounts, the default) or "none" (single user; only on a localhost-only server).
     auth_mode: str = "password"
+    # The app starts a local worker for background work queued without one (the prepare job after
+    # an import); off (MICS_BACKGROUND_WORKER=0) where workers are run by hand or on other hosts.
+    background_worker: bool = True
 
     @property
     def store_root(self) -> Path:
@@ -83,6 +86,7 @@ class Settings:
             lease_seconds=float(os.environ.get("MICS_LEASE_SECONDS") or cls.lease_seconds),
             demo_pairs=_env_int("MICS_DEMO_PAIRS", cls.demo_pairs),
             auth_mode=os.environ.get("MICS_AUTH") or cls.auth_mode,
+            background_worker=os.environ.get("MICS_BACKGROUND_WORKER", "1") != "0",
         )
 
 

@@ -8,6 +8,8 @@ import streamlit as st
 import ui as _ui
 from mics_core.auth import allowed
 from mics_core.browse import case_table
+from mics_core.db.models import JobKind
+from mics_core.jobs.queue import ACTIVE, PHASES, latest_job
 from mics_core.setup import ensure_database, holds_demo_data
 from mics_core.stats import dataset_stats
 
@@ -38,6 +40,14 @@ left, middle, right = st.columns(3)
 left.metric("Cases", f"{stats.cases:,}")
 middle.metric("Labelled", f"{stats.labelled:,}", f"{stats.labelled / stats.cases:.1%} of cases", delta_color="off")
 right.metric("NBI computed from WLI", f"{stats.with_computed_nbi:,}")
+with _ui.session() as session:
+    job = latest_job(session)
+if job is not None and job.kind == JobKind.PREPARE and job.status in ACTIVE:
+    step = f"{PHASES.get(job.phase or '', 'waiting for a worker')} {job.step}/{job.total}" if job.total else ""
+    st.progress(
+        job.step / job.total if job.total else 0.0,
+        text=f"Preparing the cases for training in the background (job {job.id}): {step or 'queued'}",
+    )
 if stats.per_class:
     counts = pd.DataFrame({"class": list(stats.per_class), "labelled cases": list(stats.per_class.values())})
     st.bar_chart(counts, x="class", y="labelled cases", horizontal=True, height=200)

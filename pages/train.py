@@ -14,20 +14,13 @@ import streamlit as st
 import ui as _ui
 from mics_core.config import TrainSettings
 from mics_core.db.models import Job
-from mics_core.jobs.queue import ACTIVE, cancel, latest_job, recent_jobs, request_retrain
+from mics_core.jobs.queue import ACTIVE, PHASES, cancel, latest_job, recent_jobs, request_retrain
 from mics_core.jobs.worker import ensure_local_worker, live_workers
 from mics_core.model.backbones import SUPPORTED
 from mics_core.registry import activate, version_table, versions
 
 me = _ui.require("train")
 defaults = TrainSettings.from_env()
-PHASES = {
-    "pretrain": "Pre-training the encoders",
-    "features": "Encoding the cases' views",
-    "finetune": "Fine-tuning",
-    "predict": "Predicting",
-    "umap": "UMAP",
-}
 
 st.title("Train")
 
@@ -88,11 +81,11 @@ def eta_text(seconds: float | None) -> str:
 
 
 def show_job(job: Job) -> None:
-    phase = PHASES.get(job.phase or "", job.phase or "waiting for a worker")
+    phase = PHASES.get(job.phase or "", job.phase or "waiting for a worker").capitalize()
     fraction = job.step / job.total if job.total else 0.0
     st.progress(
         min(fraction, 1.0),
-        text=f"Job {job.id} · {job.status} · {phase} {job.step}/{job.total}{eta_text(job.eta_seconds)}",
+        text=f"Job {job.id} ({job.kind}) · {job.status} · {phase} {job.step}/{job.total}{eta_text(job.eta_seconds)}",
     )
     if job.curve:
         curve = pd.DataFrame(job.curve, columns=["phase", "step", "loss"]).reset_index(names="update")

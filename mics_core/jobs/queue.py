@@ -24,6 +24,16 @@ LOG_TAIL_CHARS = 4000
 CURVE_POINTS = 5000
 
 
+# What each progress phase of a job is called on the screens.
+PHASES = {
+    "pretrain": "pre-training the encoders",
+    "features": "encoding the cases' views",
+    "finetune": "fine-tuning",
+    "predict": "predicting",
+    "umap": "UMAP",
+}
+
+
 class JobError(RequestRefused):
     """A job request that cannot be carried out; the message says why."""
 
@@ -61,11 +71,13 @@ def request_prepare(session: Session, user_id: int | None = None) -> Job:
 
 
 def claim_next(session: Session, worker_id: str, kinds: tuple[str, ...] = tuple(JobKind)) -> Job | None:
-    """Atomically move the oldest queued job to running for `worker_id`; None when there is none."""
+    """Atomically move the oldest queued job to running for `worker_id`, a retrain before any
+    prepare job (a retrain prepares what it needs itself, and someone is waiting for it); None
+    when there is none."""
     oldest = (
         select(Job.id)
         .where(Job.status == JobStatus.QUEUED, Job.kind.in_(kinds))
-        .order_by(Job.id)
+        .order_by(Job.kind == JobKind.PREPARE, Job.id)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()

@@ -430,3 +430,17 @@ def test_each_file_is_hashed_once_and_the_computed_view_is_never_decoded(tmp_pat
     assert len(import_source(tmp_path / "src", db, settings).imported) == 2
     assert sorted(checked) == ["w0.png", "w1.png"]  # the source files only
     assert len(hashed) == len(set(hashed)) == 8  # 2 WLI + 2 computed NBI + 4 thumbnails, each once
+
+
+def test_an_import_that_adds_cases_queues_one_prepare_job_and_a_repeat_none(manifest_dir, db, settings):
+    """The prepare job encodes the new cases in the background, before anyone presses Retrain."""
+    from mics_core.db.models import Job, JobKind
+
+    def prepare_jobs() -> int:
+        with db.session() as session:
+            return session.scalar(sa.select(sa.func.count()).select_from(Job).where(Job.kind == JobKind.PREPARE))
+
+    import_source(manifest_dir / "manifest.csv", db, settings)
+    assert prepare_jobs() == 1
+    import_source(manifest_dir / "manifest.csv", db, settings)  # nothing new
+    assert prepare_jobs() == 1

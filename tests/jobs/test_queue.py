@@ -159,3 +159,15 @@ def test_concurrent_claims_on_postgres_never_share_a_job(db_url):
     everything = [i for got in claimed.values() for i in got]
     assert sorted(everything) == sorted(ids)  # each job exactly once
     assert sum(1 for got in claimed.values() if got) >= 2  # and the work really was shared
+
+
+def test_a_retrain_is_claimed_before_an_older_prepare_job(db):
+    from mics_core.jobs.queue import claim_next, enqueue, request_prepare
+
+    with db.session() as session:
+        prepare = request_prepare(session).id
+        assert request_prepare(session).id == prepare  # at most one queued
+        retrain = enqueue(session, "retrain").id
+    with db.session() as session:
+        assert claim_next(session, "w1").id == retrain
+        assert claim_next(session, "w1").id == prepare

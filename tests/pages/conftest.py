@@ -45,6 +45,7 @@ def open_page(monkeypatch, settings: Settings, db: Database) -> Callable[..., Ap
     """`open_page("pages/label.py", role="annotator")` → the page, run once, signed in."""
     monkeypatch.setenv("MICS_DB_URL", settings.db_url)
     monkeypatch.setenv("MICS_DATA_ROOT", str(settings.data_root))
+    monkeypatch.setenv("MICS_BACKGROUND_WORKER", "0")  # a page test starts no worker process
     monkeypatch.delenv("MICS_AUTH", raising=False)
     accounts: dict[str, SignedIn] = {}
 

@@ -98,3 +98,11 @@ def test_an_annotator_cannot_send_a_selection_to_review(open_page, db, settings,
     app = open_page("pages/explore.py", role="annotator")
     assert not app.exception
     assert not any(b.label == "Send to the Review queue" for b in app.button)
+
+
+def test_overview_shows_the_background_preparation_after_an_import(open_page, db, settings, tmp_path):
+    make_project(db, settings, tmp_path, cases=6, labelled=0)  # the import queued a prepare job
+    app = open_page("pages/overview.py")
+    assert not app.exception
+    texts = [element.proto.text for element in app.get("progress")]
+    assert any("Preparing the cases for training in the background" in text for text in texts)
