@@ -10,17 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mics_core.config import Settings
-from mics_core.errors import RequestRefused
+from mics_core.errors import ECHO_CHARS, REASON_CHARS, RequestRefused, short
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 SUBCOMMANDS_HELP = "Database URL: --db, else MICS_DB_URL, else sqlite:///data/mics.db."
-
-# What is echoed of one value (a case id, a file name) and of one reason; the input can be
-# megabytes (a 5 MB case id), the terminal and the report need not be.
-ECHO_CHARS = 80
-REASON_CHARS = 300
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
@@ -212,13 +207,6 @@ def _database_problem(err: Exception) -> str | None:
 
 class UserFacingError(Exception):
     """An error whose message is the whole story for the user."""
-
-
-def short(text: str, limit: int = ECHO_CHARS) -> str:
-    """`text` cut to `limit` characters, marked with "…" (and its length) when it was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text):,} characters)"
 
 
 def _input_file(path: Path, what: str) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from mics_core.db.models import SPLITS
-from mics_core.errors import RequestRefused
+from mics_core.errors import REASON_CHARS, RequestRefused, short
 
 MANIFEST_COLUMNS = ("case_id", "wli_path", "nbi_path", "label", "split")
 REQUIRED_MANIFEST_COLUMNS = ("case_id", "wli_path")
@@ -51,8 +51,13 @@ class Problem:
     reason: str
 
     def as_row(self) -> dict[str, str]:
-        """The report row, under the column names of the report CSV users already have."""
-        return {"case_id": self.case_key, "file": self.file, "reason": self.reason}
+        """The report row, under the column names of the report CSV users already have; each value
+        cut to what a person reads, since it is stored with the import batch."""
+        return {
+            "case_id": short(self.case_key),
+            "file": short(self.file),
+            "reason": short(self.reason, REASON_CHARS),
+        }
 
 
 def discover(root: Path, name: str | None = None) -> tuple[list[CaseSpec], list[Problem]]:

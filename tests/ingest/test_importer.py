@@ -444,3 +444,14 @@ def test_an_import_that_adds_cases_queues_one_prepare_job_and_a_repeat_none(mani
     assert prepare_jobs() == 1
     import_source(manifest_dir / "manifest.csv", db, settings)  # nothing new
     assert prepare_jobs() == 1
+
+
+def test_a_huge_case_id_is_stored_cut_in_the_import_report(tmp_path, db, settings):
+    huge = "x" * 5_000_000
+    write_image(tmp_path / "a.png", 1)
+    (tmp_path / "manifest.csv").write_text(f"case_id,wli_path\na,a.png\n{huge},missing.png\n")
+    report = import_source(tmp_path / "manifest.csv", db, settings)
+    assert report.problems
+    with db.session() as session:
+        stored = session.scalars(sa.select(ImportBatch.report)).one()
+    assert len(str(stored)) < 2_000 and "5,000,000 characters" in stored["problems"][0]["case_id"]
