@@ -51,6 +51,7 @@ def test_version_table_has_one_row_per_version_with_its_metrics(db):
         "ECE before scaling",
         "Brier",
         "AURC",
+        "head",
         "backbone",
     ]
     first, second = table.to_dict("records")

@@ -75,7 +75,8 @@ def make_split(
         labelled += rest[:n_lab].tolist()
         unlabelled += rest[n_lab:].tolist()
     unlabelled += np.flatnonzero(labels < 0).tolist()
-    return Split(records, classes, np.sort(test), np.sort(labelled), np.sort(unlabelled))
+    rows = (np.sort(np.array(part, int)) for part in (test, labelled, unlabelled))  # int even when empty
+    return Split(records, classes, *rows)
 
 
 def content_hash(records: list[PairRecord]) -> str:

@@ -158,9 +158,10 @@ def test_a_clinician_labels_retrains_reviews_explores_and_exports(browser_page, 
 
     open_screen(page, "Train")
     page.get_by_role("button", name="Retrain").click()
-    page.get_by_text(re.compile(r"Job 1 · (queued|running)")).wait_for()
+    # the job followed may still be the prepare job the demo import queued
+    page.get_by_text(re.compile(r"Job \d+ \((retrain|prepare)\) · (queued|running)")).wait_for()
     shot(page, "05-train-running")
-    page.get_by_text(re.compile(r"Job 1 · succeeded")).wait_for(timeout=300_000)
+    page.get_by_text(re.compile(r"Job \d+ \(retrain\) · succeeded")).wait_for(timeout=300_000)
     wait_idle(page)
     shot(page, "06-train-done")
 
